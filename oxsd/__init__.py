@@ -1,0 +1,1 @@
+"""oxsd: oxenstored (Xen 4.17) ported to Python."""

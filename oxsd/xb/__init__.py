@@ -1,0 +1,1 @@
+"""The Xb transport layer (port of tools/ocaml/libs/xb): ops, packets, partial packets, queues."""
