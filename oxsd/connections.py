@@ -1,0 +1,235 @@
+"""The registry of every connection and the global watch index (port of connections.ml)."""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Tuple
+
+from . import perms as Perms
+from .connection import Connection, Watch
+from .store import Path
+from .trie import Trie
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .domain import Domain
+    from .logging_ import AccessLog
+    from .store import Node
+
+log = logging.getLogger("oxsd.connections")
+
+
+def key_of_str(apath: str) -> Tuple[str, ...]:
+    """Trie key of an absolute watch path; `@...` strings are a namespace of their own."""
+    if apath[0] == "@":
+        return (apath,)
+    return ("",) + tuple(Path.of_string(apath).to_string_list())
+
+
+def key_of_path(path: Path) -> Tuple[str, ...]:
+    return ("",) + tuple(path.to_string_list())
+
+
+class Connections:
+    """Port of Connections.t: sockets by fd, domains by id and by local port, the watch trie."""
+
+    def __init__(self, settings: "Settings", access_log: "AccessLog") -> None:
+        self.settings = settings
+        self.access_log = access_log
+        self.anonymous: Dict[int, Connection] = {}
+        self.domains: Dict[int, Connection] = {}
+        self.ports: Dict[int, Connection] = {}
+        self.watches: Trie = Trie.create()
+        self.anon_id_next = 1
+
+    # -- adding and removing -----------------------------------------
+    def _new_xb_fd(self, sock):
+        from .xb.xb import Xb
+        s = self.settings
+        return Xb.open_fd(sock, maxoutstanding=s.quota_maxoutstanding,
+                          maxwatchevents=s.quota_maxwatchevents)
+
+    def add_anonymous(self, sock, anonid: Optional[int] = None) -> Connection:
+        xb = self._new_xb_fd(sock)
+        if anonid is None:
+            anonid = self.anon_id_next
+            self.anon_id_next += 1
+        con = Connection(xb, None, anonid, self.settings, self.access_log)
+        self.anonymous[xb.get_fd()] = con
+        return con
+
+    def add_domain(self, dom: "Domain") -> Connection:
+        from .xb.xb import Xb
+        s = self.settings
+        xb = Xb.open_mmap(dom.get_interface(), dom.notify,
+                          maxoutstanding=s.quota_maxoutstanding,
+                          maxwatchevents=s.quota_maxwatchevents)
+        con = Connection(xb, dom, 0, self.settings, self.access_log)
+        self.domains[dom.id] = con
+        self.ports[dom.get_local_port()] = con
+        return con
+
+    def find(self, fd: int) -> Connection:
+        return self.anonymous[fd]
+
+    def find_domain(self, domid: int) -> Connection:
+        return self.domains[domid]
+
+    def find_domain_by_port(self, port: int) -> Connection:
+        return self.ports[port]
+
+    def del_watches(self, con: Connection) -> None:
+        con.del_watches()
+
+        def keep_others(watches: List[Watch]) -> Optional[List[Watch]]:
+            ws = [w for w in watches if w.con is not con]
+            return ws or None
+
+        self.watches = self.watches.map(keep_others)
+
+    def del_anonymous(self, con: Connection) -> None:
+        try:
+            self.anonymous.pop(con.get_fd(), None)
+            self.del_watches(con)
+            con.close()
+        except Exception as exn:  # the original logs and carries on
+            log.debug("del anonymous %s", exn)
+
+    def del_domain(self, domid: int) -> None:
+        try:
+            con = self.domains.pop(domid)
+            if con.dom is not None:
+                self.ports.pop(con.dom.get_local_port(), None)
+            self.del_watches(con)
+            con.close()
+        except Exception as exn:
+            log.debug("del domain %u: %r", domid, exn)
+
+    # -- iteration ---------------------------------------------------
+    def iter_domains(self) -> List[Connection]:
+        return list(self.domains.values())
+
+    def iter_anonymous(self) -> List[Connection]:
+        return list(self.anonymous.values())
+
+    def iter(self) -> List[Connection]:
+        """All domain connections, then all socket connections."""
+        return list(self.domains.values()) + list(self.anonymous.values())
+
+    def has_more_work(self) -> List[Connection]:
+        return [c for c in self.domains.values() if c.has_more_work()]
+
+    # -- watches -----------------------------------------------------
+    def add_watch(self, con: Connection, path: str, token: bytes) -> Watch:
+        apath = con.get_watch_path(path)
+        key = key_of_str(apath)  # fails early on an invalid path
+        watch = con.add_watch(path, apath, token)
+        existing = self.watches.find(key) if self.watches.mem(key) else []
+        self.watches = self.watches.set(key, [watch] + existing)
+        return watch
+
+    def del_watch(self, con: Connection, path: str, token: bytes) -> Watch:
+        apath, watch = con.del_watch(path, token)
+        key = key_of_str(apath)
+        watches = [w for w in self.watches.find(key) if w is not watch]
+        if watches:
+            self.watches = self.watches.set(key, watches)
+        else:
+            self.watches = self.watches.unset(key)
+        return watch
+
+    def fire_watches(self, source: Connection, roots: Tuple[Optional["Node"], "Node"],
+                     path: Path, recurse: bool) -> None:
+        """Fire every watch on `path` and its ancestors, and below it when `recurse`."""
+        key = key_of_path(path)
+        spath = path.to_string()
+
+        def fire_watch(_name, watches):
+            if watches:
+                for w in watches:
+                    fire_watch_with_path(source, roots, w, spath)
+
+        def fire_rec(_name, watches):
+            if watches:
+                for w in watches:
+                    fire_single_watch(source, roots, w)
+
+        self.watches.iter_path(fire_watch, key)
+        if recurse:
+            self.watches.sub(key).iter(fire_rec)
+
+    def send_watchevents(self, con: Connection) -> None:
+        con.source_flush_watchevents()
+
+    def fire_spec_watches(self, root: "Node", specpath: str) -> None:
+        source = self.find_domain(0)
+        for con in self.iter():
+            for w in con.get_watches(specpath):
+                fire_single_watch(source, (None, root), w)
+
+    def set_target(self, domid: int, target_domid: int) -> None:
+        self.find_domain(domid).set_target(target_domid)
+
+    def number_of_transactions(self) -> int:
+        return sum(c.number_of_transactions() for c in self.iter())
+
+    def stats(self) -> Tuple[int, int, int, int, int, int]:
+        anon = [c.stats() for c in self.anonymous.values()]
+        doms = [c.stats() for c in self.domains.values()]
+        return (len(anon), sum(o for _, o in anon), sum(w for w, _ in anon),
+                len(doms), sum(o for _, o in doms), sum(w for w, _ in doms))
+
+    def debug(self) -> str:
+        return "".join(c.debug() for c in self.iter())
+
+    def debug_watchevents(self, con: Connection) -> str:
+        # The set behind these counts is never filled in the original.
+        return "Watches with pending events: 0, pending events total: 0"
+
+    def prevents_quit(self) -> List[Connection]:
+        return [c for c in self.iter() if c.prevents_live_update()]
+
+
+# -- firing (connection.ml's fire_* functions; they need the store) ------
+
+def lookup_watch_perm(path: Path, root: Optional["Node"]) -> list:
+    """Perms of the path's parent and of the node itself, when they exist in `root`."""
+    if root is None:
+        return []
+    return root_lookup_perms(root, path)
+
+
+def root_lookup_perms(root: "Node", path: Path) -> list:
+    comps = path.to_string_list()
+    if not comps:
+        return []
+    node = root
+    for name in comps[:-1]:
+        node = node.find_opt(name)
+        if node is None:
+            return []
+    result = [node.perms]
+    child = node.find_opt(comps[-1])
+    if child is not None:
+        result.append(child.perms)
+    return result
+
+
+def fire_single_watch(source: Connection, roots, watch: Watch) -> None:
+    oldroot, root = roots
+    con = watch.con
+    try:
+        abspath = Path.of_string(con.get_watch_path(watch.path))
+    except Exception:
+        return
+    perms = lookup_watch_perm(abspath, oldroot) + lookup_watch_perm(abspath, root)
+    if Perms.can_fire_watch(con.perm, perms, con.settings):
+        source.fire_single_watch_unchecked(watch)
+    else:
+        pstr = ", ".join(Perms.Node.to_string(p, sep=" ") for p in perms)
+        con.access_log.watch_not_fired(con.domstr, pstr, abspath.to_string())
+
+
+def fire_watch_with_path(source: Connection, roots, watch: Watch, path: str) -> None:
+    if watch.is_relative and path[0] == "/":
+        path = path[len(watch.base):]
+    fire_single_watch(source, roots, watch.with_path(path))

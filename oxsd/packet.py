@@ -1,0 +1,38 @@
+"""Requests and the three kinds of response a handler gives (port of xenstored/packet.ml)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Union
+
+from .xb.packet import Packet as Request  # a request is an Xb packet: tid, rid, ty, data
+
+__all__ = ["Request", "Ack", "Reply", "Error", "Response", "response_equal"]
+
+
+@dataclass(slots=True)
+class Ack:
+    """Reply `OK\\0`, then run `after` (watch firing, the initial watch event...)."""
+
+    after: Optional[Callable[[], None]] = None
+
+
+@dataclass(slots=True)
+class Reply:
+    data: bytes
+
+
+@dataclass(slots=True)
+class Error:
+    name: str
+
+
+Response = Union[Ack, Reply, Error]
+
+
+def response_equal(a: Response, b: Response) -> bool:
+    """Replay comparison: any two Acks are equal; otherwise type and payload."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, Ack):
+        return True
+    return a == b

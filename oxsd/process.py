@@ -1,0 +1,790 @@
+"""Request dispatch and every operation's handler (port of process.ml).
+
+`process_packet` is the one place where the shared work happens: the
+transaction lookup, the request quota, turning exceptions into error
+names, history records and the reply.  Each `do_*` handler is small and
+only parses its arguments and calls the store through a transaction.
+
+Error mapping follows `input_handle_error`: Python exceptions stand in for
+OCaml's (`KeyError` for `Not_found`, `ValueError` for `Invalid_argument`
+and `Failure "int_of_string"`); anything else becomes EIO and is logged.
+"""
+from __future__ import annotations
+
+import logging
+import traceback
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
+
+from . import define as Define
+from . import perms as Perms
+from . import quota as Quota
+from . import utils as Utils
+from .connection import Connection
+from .history import History, HistoryRecord
+from .packet import Ack, Error, Reply, Request, Response, response_equal
+from .store import Path
+from .transaction import Transaction
+from .xb.op import Op
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .connections import Connections
+    from .domains import Domains
+    from .logging_ import AccessLog
+    from .store import Store
+    from .transaction import TransactionRegistry
+
+log = logging.getLogger("oxsd.process")
+
+
+class TransactionAgain(Exception):
+    """EAGAIN: the commit conflicted."""
+
+
+class TransactionNested(Exception):
+    """EBUSY: TRANSACTION_START inside a transaction."""
+
+
+class DomainNotMatch(Exception):
+    """EINVAL: re-introduce with another mfn or port."""
+
+
+class InvalidCmdArgs(Exception):
+    """EINVAL: the payload does not have the op's argument shape."""
+
+
+_ERRORS: Tuple[Tuple[type, str], ...] = (
+    (Define.InvalidPath, "EINVAL"),
+    (Define.AlreadyExist, "EEXIST"),
+    (Define.DoesntExist, "ENOENT"),
+    (Define.LookupDoesntExist, "ENOENT"),
+    (Define.PermissionDenied, "EACCES"),
+    (KeyError, "ENOENT"),
+    (InvalidCmdArgs, "EINVAL"),
+    (ValueError, "EINVAL"),
+    (IndexError, "EINVAL"),
+    (TransactionAgain, "EAGAIN"),
+    (TransactionNested, "EBUSY"),
+    (DomainNotMatch, "EINVAL"),
+    (Quota.LimitReached, "EQUOTA"),
+    (Quota.DataTooBig, "E2BIG"),
+    (Quota.TransactionOpened, "EQUOTA"),
+    (Define.UnknownOperation, "ENOSYS"),
+)
+_HANDLED = tuple(cls for cls, _ in _ERRORS)
+
+_OK = b"OK\0"
+
+
+def error_name(exn: BaseException) -> Optional[str]:
+    for cls, name in _ERRORS:
+        if isinstance(exn, cls):
+            return name
+    return None
+
+
+def split(limit: Optional[int], data: bytes) -> List[bytes]:
+    """Cut at NULs until `limit` pieces exist (default 8); the last holds the rest."""
+    return data.split(b"\0", (limit or 8) - 1)
+
+
+def decode_path(raw: bytes) -> str:
+    # latin-1 maps bytes 1:1, so any byte survives until path validation rejects it.
+    return raw.decode("latin-1")
+
+
+# Ops whose reply shape the dispatcher gives (reply_data, reply_ack, ...).
+DATA, ACK, DATA_OR_ACK, NONE = range(4)
+
+# Ops that change the store outside transactions and so are kept in history.
+RETAINED_IN_HISTORY = frozenset((Op.WRITE, Op.MKDIR, Op.RM, Op.SET_PERMS))
+
+
+class Process:
+    """The request processor: owns the handlers and the state they share."""
+
+    def __init__(self, *, store: "Store", cons: "Connections", doms: Optional["Domains"],
+                 settings: "Settings", access_log: "AccessLog", txreg: "TransactionRegistry",
+                 history: History, live_update: "LiveUpdate") -> None:
+        self.store = store
+        self.cons = cons
+        self.doms = doms
+        self.settings = settings
+        self.access_log = access_log
+        self.txreg = txreg
+        self.history = history
+        self.live_update = live_update
+        self.disk_write: Optional[Callable[["Store"], None]] = None
+        self._simple: Dict[Op, Tuple[int, Callable]] = {
+            Op.DIRECTORY: (DATA, self.do_directory),
+            Op.READ: (DATA, self.do_read),
+            Op.GET_PERMS: (DATA, self.do_getperms),
+            Op.GET_DOMAIN_PATH: (DATA, self.do_getdomainpath),
+            Op.WRITE: (ACK, self.do_write),
+            Op.MKDIR: (ACK, self.do_mkdir),
+            Op.RM: (ACK, self.do_rm),
+            Op.SET_PERMS: (ACK, self.do_setperms),
+        }
+        self._table: Dict[Op, Tuple[int, Callable]] = dict(self._simple)
+        self._table.update({
+            Op.DEBUG: (DATA_OR_ACK, self.do_debug),
+            Op.WATCH: (NONE, self.do_watch),
+            Op.UNWATCH: (ACK, self.do_unwatch),
+            Op.TRANSACTION_START: (DATA, self.do_transaction_start),
+            Op.TRANSACTION_END: (ACK, self.do_transaction_end),
+            Op.INTRODUCE: (ACK, self.do_introduce),
+            Op.RELEASE: (ACK, self.do_release),
+            Op.IS_INTRODUCED: (DATA, self.do_isintroduced),
+            Op.RESUME: (ACK, self.do_resume),
+            Op.SET_TARGET: (ACK, self.do_set_target),
+            Op.RESET_WATCHES: (ACK, self.do_reset_watches),
+            Op.INVALID: (ACK, self.do_error),
+            Op.WATCH_EVENT: (ACK, self.do_error),
+            Op.ERROR: (ACK, self.do_error),
+        })
+
+    # -- helpers --------------------------------------------------------
+    def split_one_path(self, data: bytes, con: Connection) -> Path:
+        args = split(2, data)
+        if len(args) == 2 and args[1] == b"":
+            return Path.create(decode_path(args[0]), con.get_path(), self.settings.quota_path_max)
+        raise InvalidCmdArgs()
+
+    def process_watch(self, source: Connection, t: Transaction) -> None:
+        """Fire the watches for every change the transaction recorded, oldest first."""
+        oldroot = t.oldroot
+        newroot = t.get_root()
+        cons = self.cons
+        for op, path in reversed(t.get_paths()):
+            if op is Op.WRITE or op is Op.MKDIR:
+                cons.fire_watches(source, (None, newroot), path, False)
+            elif op is Op.RM:
+                cons.fire_watches(source, (None, oldroot), path, True)
+            elif op is Op.SET_PERMS:
+                cons.fire_watches(source, (oldroot, newroot), path, False)
+            else:
+                raise RuntimeError("huh ?")
+        cons.send_watchevents(source)
+
+    @staticmethod
+    def create_implicit_path(t: Transaction, perm, path: Path) -> None:
+        """mkdir every missing ancestor of `path` (no watch fires for them)."""
+        dirname = path.get_parent()
+        if t.path_exists(dirname):
+            return
+        hierarchy = dirname.get_hierarchy()[1:]
+        missing: List[Path] = []
+        for i, p in enumerate(hierarchy):
+            if not t.path_exists(p):
+                missing = hierarchy[i:]
+                break
+        for p in missing:
+            t.mkdir(perm, p, with_watch=False)
+
+    # -- handlers -------------------------------------------------------
+    def do_debug(self, con: Connection, t: Transaction, data: bytes) -> Optional[bytes]:
+        if not con.is_dom0() and not self.settings.allow_debug:
+            return None
+        try:
+            return self._debug_command(con, t, split(None, data))
+        except Exception:
+            return None
+
+    def _debug_command(self, con: Connection, t: Transaction, args: List[bytes]) -> Optional[bytes]:
+        cmd = args[0]
+        if cmd == b"live-update":
+            if len(args) < 2:  # List.tl [] fails in the original: answer OK
+                return None
+            params = [a.decode("latin-1") for a in args[1:-1]]
+            result = self.live_update.parse_live_update(params)
+            return None if result is None else result.encode("latin-1")
+        if cmd == b"print" and len(args) >= 2:
+            self.access_log.xb_op(0, "=======>", Op.DEBUG, args[1])
+            return None
+        if cmd == b"quota" and len(args) >= 2:
+            domid = Utils.int_of_string(args[1].decode("latin-1"))
+            return t.get_store().quota.to_string(domid).encode("latin-1") + b"\0"
+        if cmd == b"watches":
+            return self.cons.debug().encode("latin-1") + b"\0"
+        if cmd == b"xenbus" and len(args) >= 2:
+            domid = Utils.int_of_string(args[1].decode("latin-1"))
+            c = self.cons.find_domain(domid)
+            s = ("xenbus: %s; overflow queue length: %d, can_input: %s, has_more_input: %s, "
+                 "has_old_output: %s, has_new_output: %s, has_more_work: %s. pending: %s" % (
+                     c.xb.debug(), c.source_pending_watchevents(), _b(c.can_input()),
+                     _b(c.has_more_input()), _b(c.has_old_output()), _b(c.has_new_output()),
+                     _b(c.has_more_work()), self.cons.debug_watchevents(c)))
+            return s.encode("latin-1")
+        if cmd == b"mfn" and len(args) >= 2:
+            domid = Utils.int_of_string(args[1].decode("latin-1"))
+            c = self.cons.find_domain(domid)
+            if c.dom is None:
+                return None
+            return b"%d\0" % c.dom.get_mfn()
+        return None
+
+    def do_directory(self, con: Connection, t: Transaction, data: bytes) -> bytes:
+        path = self.split_one_path(data, con)
+        entries = t.ls(con.perm, path)
+        if entries:
+            return b"\0".join(e.encode("latin-1") for e in entries) + b"\0"
+        return b""
+
+    def do_read(self, con: Connection, t: Transaction, data: bytes) -> bytes:
+        return t.read(con.perm, self.split_one_path(data, con))
+
+    def do_getperms(self, con: Connection, t: Transaction, data: bytes) -> bytes:
+        perms = t.getperms(con.perm, self.split_one_path(data, con))
+        return Perms.Node.to_string(perms).encode("latin-1") + b"\0"
+
+    def do_getdomainpath(self, con: Connection, t: Transaction, data: bytes) -> bytes:
+        args = split(None, data)
+        if len(args) == 2 and args[1] == b"":
+            domid = Utils.c_int_of_string(args[0])
+            return b"/local/domain/%s\0" % Utils.format_u(domid).encode()
+        raise InvalidCmdArgs()
+
+    def do_write(self, con: Connection, t: Transaction, data: bytes) -> None:
+        args = split(2, data)
+        if len(args) != 2:
+            raise InvalidCmdArgs()
+        path = Path.create(decode_path(args[0]), con.get_path(), self.settings.quota_path_max)
+        self.create_implicit_path(t, con.perm, path)
+        t.write(con.perm, path, args[1])
+
+    def do_mkdir(self, con: Connection, t: Transaction, data: bytes) -> None:
+        path = self.split_one_path(data, con)
+        self.create_implicit_path(t, con.perm, path)
+        try:
+            t.mkdir(con.perm, path)
+        except Define.AlreadyExist:
+            pass
+
+    def do_rm(self, con: Connection, t: Transaction, data: bytes) -> None:
+        path = self.split_one_path(data, con)
+        try:
+            t.rm(con.perm, path)
+        except Define.DoesntExist:
+            pass
+
+    def do_setperms(self, con: Connection, t: Transaction, data: bytes) -> None:
+        args = split(2, data)
+        if len(args) != 2:
+            raise InvalidCmdArgs()
+        # OCaml evaluates the tuple right to left: perms are parsed first.
+        perms = Perms.Node.of_string(args[1])
+        path = Path.create(decode_path(args[0]), con.get_path(), self.settings.quota_path_max)
+        t.setperms(con.perm, path, perms)
+
+    def do_error(self, con: Connection, t: Transaction, data: bytes) -> None:
+        raise Define.UnknownOperation()
+
+    def do_isintroduced(self, con: Connection, t: Transaction, data: bytes) -> bytes:
+        if not con.is_dom0():
+            raise Define.PermissionDenied()
+        domid = Utils.int_of_string(split(None, data)[0].decode("latin-1"))
+        known = self.doms is not None and self.doms.exist(domid)
+        return b"T\0" if domid == Define.domid_self or known else b"F\0"
+
+    def do_reset_watches(self, con: Connection, t: Transaction, data: bytes) -> None:
+        self.cons.del_watches(con)
+        con.del_transactions()
+
+    def do_set_target(self, con: Connection, t: Transaction, data: bytes) -> None:
+        if not con.is_dom0():
+            raise Define.PermissionDenied()
+        args = split(None, data)
+        if len(args) == 3 and args[2] == b"":
+            self.cons.set_target(Utils.c_int_of_string(args[0]), Utils.c_int_of_string(args[1]))
+            return
+        raise InvalidCmdArgs()
+
+    def do_watch(self, con: Connection, t: Transaction, data: bytes) -> Response:
+        args = split(None, data)
+        if len(args) != 3 or args[2] != b"":
+            raise InvalidCmdArgs()
+        node, token = decode_path(args[0]), args[1]
+        watch = self.cons.add_watch(con, node, token)
+        # The initial event fires even if the path is missing or unreadable.
+        return Ack(lambda: con.fire_single_watch_unchecked(watch))
+
+    def do_unwatch(self, con: Connection, t: Transaction, data: bytes) -> None:
+        args = split(None, data)
+        if len(args) != 3 or args[2] != b"":
+            raise InvalidCmdArgs()
+        self.cons.del_watch(con, decode_path(args[0]), args[1])
+
+    def do_transaction_start(self, con: Connection, t: Transaction, data: bytes) -> bytes:
+        if t.get_id() != 0:
+            raise TransactionNested()
+        tid = self.start_transaction(con, t.get_store())
+        return b"%d\0" % tid
+
+    def do_transaction_end(self, con: Connection, t: Transaction, data: bytes) -> None:
+        first = split(None, data)[0]
+        if first == b"T":
+            commit = True
+        elif first == b"F":
+            commit = False
+        else:
+            raise ValueError(first)
+        commit = commit and not t.is_read_only()
+        success = self.end_transaction(con, t.get_id(), commit)
+        self.history.trim(t)
+        if not success:
+            raise TransactionAgain()
+        if commit:
+            self.process_watch(con, t)
+            if t.ty is not None:
+                self.record_commit(con, t.ty.id, t.ty.oldstore, t.ty.cstore)
+
+    def do_introduce(self, con: Connection, t: Transaction, data: bytes) -> None:
+        if not con.is_dom0():
+            raise Define.PermissionDenied()
+        args = split(None, data)
+        if len(args) < 3:
+            raise InvalidCmdArgs()
+        # Fields are parsed right to left, as OCaml evaluates the tuple.
+        remote_port = Utils.int_of_string(args[2].decode("latin-1"))
+        mfn = Utils.nativeint_of_string(args[1].decode("latin-1"))
+        domid = Utils.int_of_string(args[0].decode("latin-1"))
+        doms = self.doms
+        if doms is None:
+            raise InvalidCmdArgs()
+        if doms.exist(domid):
+            dom = doms.find(domid)
+            if dom.get_mfn() == mfn and self.cons.domains.get(domid) is not con:
+                dom.rebind_evtchn(remote_port)
+        else:
+            try:
+                dom = doms.create(domid, mfn, remote_port=remote_port)
+                self.cons.add_domain(dom)
+                self.cons.fire_spec_watches(t.get_root(), Path.introduce_domain)
+            except Exception as exn:
+                log.debug("introduce %d failed: %r", domid, exn)
+                raise InvalidCmdArgs() from exn
+        if dom.get_remote_port() != remote_port or dom.get_mfn() != mfn:
+            raise DomainNotMatch()
+
+    def do_release(self, con: Connection, t: Transaction, data: bytes) -> None:
+        if not con.is_dom0():
+            raise Define.PermissionDenied()
+        args = split(None, data)
+        if len(args) != 2 or args[1] != b"":
+            raise InvalidCmdArgs()
+        domid = Utils.int_of_string(args[0].decode("latin-1"))
+        doms = self.doms
+        fire = doms is not None and doms.exist(domid)
+        if doms is not None:
+            doms.dele(domid)
+        self.cons.del_domain(domid)
+        t.get_store().reset_permissions(domid)
+        if not fire:
+            raise InvalidCmdArgs()
+        self.cons.fire_spec_watches(t.get_root(), Path.release_domain)
+
+    def do_resume(self, con: Connection, t: Transaction, data: bytes) -> None:
+        if not con.is_dom0():
+            raise Define.PermissionDenied()
+        domid = Utils.int_of_string(split(None, data)[0].decode("latin-1"))
+        if self.doms is not None and self.doms.exist(domid):
+            self.doms.resume(domid)
+        else:
+            raise InvalidCmdArgs()
+
+    # -- transactions ---------------------------------------------------
+    def start_transaction(self, con: Connection, store: "Store") -> int:
+        s = self.settings
+        if (s.quota_transaction > 0 and not con.is_dom0()
+                and len(con.transactions) > s.quota_transaction):
+            raise Quota.TransactionOpened()
+        tid = con.valid_transaction_id(con.next_tid)
+        con.next_tid = tid + 1
+        con.transactions[tid] = self.txreg.make(tid, store)
+        self.access_log.start_transaction(tid, con.domstr)
+        return tid
+
+    def end_transaction(self, con: Connection, tid: int, commit: bool) -> bool:
+        """Close `tid`; on commit try the fast/coalesce path, then replay."""
+        trans = con.transactions.pop(tid)
+        self.access_log.end_transaction(tid, con.domstr)
+        if not commit:
+            return True
+        if self.txreg.commit(con.domstr, trans, self.access_log, self.disk_write):
+            return True
+        return self.transaction_replay(con, trans)
+
+    def record_commit(self, con: Connection, tid: int, before: "Store", after: "Store") -> None:
+        self.txreg.counter += 1
+        self.history.push(HistoryRecord(con, tid, before, after, self.txreg.counter))
+
+    def _perform(self, con: Connection, txn: Transaction, request: Request,
+                 response: Response, wlog: Optional[Tuple[int, str]]) -> None:
+        if wlog is not None:
+            self.access_log.xb_op(wlog[0], wlog[1], request.ty, request.data)
+        kind, fct = self._simple[request.ty]
+        response2 = self.input_handle_error(kind, fct, con, txn, request)
+        if wlog is not None:
+            self._write_response_log(request.ty, wlog[0], wlog[1], response2)
+        if not response_equal(response, response2):
+            raise TransactionAgain()
+
+    def transaction_replay(self, c: Connection, t: Transaction) -> bool:
+        """Replay the recorded requests on the current store; commit if every reply matches."""
+        if t.ty is None:
+            log.error("attempted to replay a non-full transaction")
+            return False
+        txid = t.ty.id
+        cstore = t.ty.cstore
+        tid = self.start_transaction(c, cstore)
+        replay_t = self.txreg.make(tid, cstore, internal=True)
+        conname = f"r({txid}):{c.domstr}"
+        operations = t.get_operations()
+        try:
+            self.access_log.start_transaction(tid, conname)
+            for request, response in operations:
+                self._perform(c, replay_t, request, response, (tid, conname))
+            self.access_log.end_transaction(tid, conname)
+            return self.txreg.commit(conname, replay_t, self.access_log, self.disk_write)
+        except TransactionAgain:
+            self._apportion_blame(c, t, txid, operations)
+            return False
+        except Exception as exn:
+            log.info("transaction_replay %d caught: %r", tid, exn)
+            return False
+        finally:
+            c.transactions.pop(tid, None)
+            self.access_log.end_transaction(tid, c.domstr)
+
+    def _apportion_blame(self, c: Connection, t: Transaction, txid: int, operations) -> None:
+        self.txreg.failed_commits += 1
+        victim = c.domstr
+        log.debug("Apportioning blame for EAGAIN in txn %d, domain=%s", txid, victim)
+
+        def can_apply_on(store: "Store") -> bool:
+            trial = self.txreg.make(0, store.copy(), internal=True)
+            try:
+                for request, response in operations:
+                    self._perform(c, trial, request, response, None)
+                return True
+            except TransactionAgain:
+                return False
+
+        def judge_and_sentence(rec: HistoryRecord) -> bool:
+            if can_apply_on(rec.before) and not can_apply_on(rec.after):
+                log.debug("Blaming domain %s for conflict with domain %s txn %d",
+                          rec.con.domstr, victim, txid)
+                if rec.con.dom is not None and self.doms is not None:
+                    self.doms.decr_conflict_credit(rec.con.dom)
+                return True
+            return False
+
+        guilty = self.history.filter_connections(c, t.start_count, judge_and_sentence)
+        if not guilty:
+            log.debug("Found no culprit for conflict in r(%d):%s: must be self or not in history.",
+                      txid, victim)
+            self.txreg.failed_commits_no_culprit += 1
+
+    # -- dispatch -------------------------------------------------------
+    def input_handle_error(self, kind: int, fct: Callable, con: Connection, t: Transaction,
+                           req: Request) -> Response:
+        try:
+            t.check_quota_exn(con.perm)
+            if kind == DATA:
+                return Reply(fct(con, t, req.data))
+            if kind == ACK:
+                fct(con, t, req.data)
+                if t.get_id() == 0:
+                    return Ack(lambda: self.process_watch(con, t))
+                return Ack(None)
+            if kind == DATA_OR_ACK:
+                ret = fct(con, t, req.data)
+                return Ack(None) if ret is None else Reply(ret)
+            return fct(con, t, req.data)
+        except _HANDLED as exn:
+            return Error(error_name(exn))
+
+    def _write_response_log(self, ty: Op, tid: int, conname: str, response: Response) -> None:
+        if isinstance(response, Ack):
+            self.access_log.xb_answer(tid, conname, ty, b"")
+        elif isinstance(response, Reply):
+            self.access_log.xb_answer(tid, conname, ty, response.data)
+        else:
+            self.access_log.xb_answer(tid, conname, Op.ERROR, response.name.encode())
+
+    def process_packet(self, con: Connection, req: Request) -> None:
+        """Handle one request completely; never raises (errors become EIO)."""
+        ty = req.ty
+        tid = req.tid
+        if ty is Op.WATCH or ty is Op.UNWATCH:
+            if tid != 0:
+                log.debug("Ignoring transaction ID %d for watch/unwatch", tid)
+            tid = 0
+        rid = req.rid
+        try:
+            kind, fct = self._table[ty]
+            if tid == 0:
+                t = self.txreg.make(0, self.store)
+            else:
+                t = con.transactions[tid]
+            if tid == 0 and ty in RETAINED_IN_HISTORY:
+                response = self._execute_with_history(kind, fct, con, t, req)
+            else:
+                response = self.input_handle_error(kind, fct, con, t, req)
+            try:
+                t.check_quota_exn(con.perm)
+                if tid != 0:
+                    t.add_operation(req, response)
+            except Quota.LimitReached:
+                response = Error("EQUOTA")
+            self.send_response(ty, con, t.get_id(), rid, response)
+        except Exception as exn:
+            log.error("process packet: %r. %s", exn, traceback.format_exc())
+            con.send_error(tid, rid, "EIO")
+
+    def _execute_with_history(self, kind, fct, con: Connection, t: Transaction,
+                              req: Request) -> Response:
+        dom = con.dom
+        if dom is None or dom.is_free_to_conflict():
+            # History keeps nothing for these connections; only the count moves.
+            response = self.input_handle_error(kind, fct, con, t, req)
+            self.txreg.counter += 1
+            return response
+        before = self.store.copy()
+        response = self.input_handle_error(kind, fct, con, t, req)
+        after = self.store.copy()
+        self.record_commit(con, 0, before, after)
+        return response
+
+    @staticmethod
+    def send_response(ty: Op, con: Connection, tid: int, rid: int, response: Response) -> None:
+        if isinstance(response, Ack):
+            con.send_ack(tid, rid, ty)
+            if response.after is not None:
+                response.after()
+        elif isinstance(response, Reply):
+            con.send_reply(tid, rid, ty, response.data)
+        else:
+            con.send_error(tid, rid, response.name)
+
+    # -- I/O steps (called by the main loop) ------------------------------
+    def do_input(self, con: Connection) -> None:
+        from .xb.xb import BadConnection, Reconnect
+        try:
+            packet = con.do_input() if con.can_input() else None
+        except Reconnect:
+            self._reconnect(con)
+            return
+        except (BadConnection, ValueError) as exn:
+            log.error("caught exception %s", exn)
+            log.error("got a bad client %-8s", con.domstr)
+            con.mark_as_bad()
+            return
+        if packet is None:
+            return
+        self.process_packet(con, packet)
+        self.access_log.xb_op(packet.tid, con.domstr, packet.ty, packet.data)
+        con.stat_nb_ops += 1
+
+    def do_output(self, con: Connection) -> None:
+        from .xb.xb import Reconnect
+        con.source_flush_watchevents()
+        if not con.has_output():
+            return
+        if con.has_new_output():
+            pkt = con.peek_output()
+            self.access_log.xb_answer(pkt.tid, con.domstr, pkt.ty, pkt.data)
+        try:
+            con.do_output()
+        except Reconnect:
+            self._reconnect(con)
+
+    def _reconnect(self, con: Connection) -> None:
+        log.info("%s requests a reconnect", con.domstr)
+        self.history.trim()
+        con.do_reconnect()
+        log.info("%s reconnection complete", con.domstr)
+
+
+def _b(v: bool) -> str:
+    return "true" if v else "false"
+
+
+# -- live update (Process.LiveUpdate) ---------------------------------------
+
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field, replace
+
+FORCED_ARGS = ("--live", "--restart")
+
+_S_USAGE = ("live-update -s\n"
+            "  -t timeout in seconds to wait for active transactions to finish\n"
+            "  -F force live update to happen even with running transactions after timeout elapsed\n"
+            "  -help  Display this list of options\n"
+            "  --help  Display this list of options\n")
+
+
+def ocaml_quote(word: str) -> str:
+    """Filename.quote: single quotes, with ' written as '\\''."""
+    return "'" + word.replace("'", "'\\''") + "'"
+
+
+@dataclass
+class LiveUpdateState:
+    binary: str
+    cmdline: List[str]
+    deadline: float = 0.0
+    force: bool = False
+    result: List[str] = field(default_factory=list)
+    pending: bool = False
+
+
+class LiveUpdateError(Exception):
+    """Its message is the CONTROL reply (invalid_arg / Arg.Bad in the original)."""
+
+
+class LiveUpdate:
+    """The XS_CONTROL live-update state machine (control.md §3)."""
+
+    def __init__(self, binary: str, cmdline: List[str], clock=time.time) -> None:
+        self.state = LiveUpdateState(binary, list(cmdline))
+        self.clock = clock
+
+    def args_of(self, st: LiveUpdateState) -> Tuple[str, List[str]]:
+        filtered = [x for x in st.cmdline if x not in FORCED_ARGS]
+        return st.binary, list(FORCED_ARGS) + filtered
+
+    def string_of(self, st: LiveUpdateState) -> str:
+        exe, rest = self.args_of(st)
+        return " ".join(ocaml_quote(w) for w in [exe] + rest)
+
+    def argv(self) -> List[str]:
+        exe, rest = self.args_of(self.state)
+        return [exe] + rest
+
+    def validate(self, st: LiveUpdateState) -> LiveUpdateState:
+        """Run the new command line with --help (i.e. --config-test) and require exit 0."""
+        check = replace(st, cmdline=st.cmdline + ["--help"])
+        cmd = self.string_of(check)
+        sys.stderr.write(f"Executing {cmd}")
+        sys.stderr.flush()
+        exe, rest = self.args_of(check)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child execs or exits
+            try:
+                os.execv(exe, [exe] + rest)
+            finally:
+                os._exit(2)
+        _, status = os.waitpid(pid, 0)
+        if os.WIFEXITED(status):
+            code = os.WEXITSTATUS(status)
+            if code == 0:
+                sys.stderr.write(f"Live update validated cmdline {cmd}")
+                sys.stderr.flush()
+                return st
+            raise LiveUpdateError(f"Command {cmd} exited with code {code}")
+        if os.WIFSIGNALED(status):
+            raise LiveUpdateError(f"Command {cmd} killed by ocaml signal number "
+                                  f"{_ocaml_signal(os.WTERMSIG(status))}")
+        raise LiveUpdateError(f"Command {cmd} stopped by ocaml signal number "
+                              f"{_ocaml_signal(os.WSTOPSIG(status))}")
+
+    def _parse_s_options(self, args: List[str]) -> Tuple[int, bool]:
+        timeout, force = 60, False
+        i = 1
+        while i < len(args):
+            a = args[i]
+            if a == "-t":
+                if i + 1 >= len(args):
+                    raise LiveUpdateError(f"-s: option '-t' needs an argument.\n{_S_USAGE}")
+                try:
+                    timeout = Utils.int_of_string(args[i + 1])
+                except Exception:
+                    raise LiveUpdateError(f"-s: wrong argument '{args[i + 1]}'; option '-t' "
+                                          f"expects an integer.\n{_S_USAGE}") from None
+                i += 2
+                continue
+            if a == "-F":
+                force = True
+            elif a in ("-help", "--help"):
+                raise LiveUpdateError(_S_USAGE)
+            elif a.startswith("-"):
+                raise LiveUpdateError(f"-s: unknown option '{a}'.\n{_S_USAGE}")
+            else:
+                raise LiveUpdateError(f"-s: {a}.\n{_S_USAGE}")
+            i += 1
+        return timeout, force
+
+    def parse_live_update(self, args: List[str]) -> Optional[str]:
+        st = self.state
+        try:
+            if len(args) == 2 and args[0] == "-f":
+                self.state = self.validate(replace(st, binary=args[1]))
+            elif args == ["-a"]:
+                sys.stderr.write("Live update aborted")
+                sys.stderr.flush()
+                self.state = replace(st, pending=False, result=[])
+            elif args and args[0] == "-c":
+                self.state = self.validate(replace(st, cmdline=st.cmdline + args[1:]))
+            elif args and args[0] == "-s":
+                if not st.pending and not st.result:
+                    timeout, force = self._parse_s_options(args)
+                    sys.stderr.write("Live update process queued")
+                    sys.stderr.flush()
+                    self.state = replace(st, deadline=self.clock() + timeout, force=force,
+                                         pending=True)
+            else:
+                raise LiveUpdateError("Unknown arguments: " + ",".join(args))
+        except LiveUpdateError as e:
+            return str(e)
+        except OSError as e:
+            return f"{getattr(e, 'filename', '') or 'fork'}: {e.strerror}"
+        st = self.state
+        if st.pending:
+            return "BUSY"
+        if st.result:
+            self.state = replace(st, result=[])
+            return "\n".join(st.result)
+        return None
+
+    def should_run(self, cons: "Connections") -> bool:
+        st = self.state
+        if not st.pending:
+            return False
+        blocking = cons.prevents_quit()
+        if not blocking:
+            return True
+        if self.clock() < st.deadline:
+            return False
+        log.warning("timeout reached: have to wait, migrate or shutdown %d domains:", len(blocking))
+        msgs = [f"{c.domstr}: {c.number_of_transactions()} tx, out: {_b(c.has_output())}, "
+                f"perm: {Perms.Connection.to_string(c.perm)}" for c in reversed(blocking)]
+        for m in msgs:
+            log.warning("Live-update: %s", m)
+        if st.force:
+            log.warning("Live update forced, some domain connections may break!")
+            return True
+        log.warning("Live update aborted (see above for domains preventing it)")
+        self.state = replace(st, pending=False, result=msgs)
+        return False
+
+    def completed(self) -> None:
+        self.state = replace(self.state, result=["OK"])
+
+
+def _ocaml_signal(signum: int) -> int:
+    """OCaml reports signals with its own negative numbers."""
+    import signal as _signal
+    table = {_signal.SIGABRT: -1, _signal.SIGALRM: -2, _signal.SIGFPE: -3, _signal.SIGHUP: -4,
+             _signal.SIGILL: -5, _signal.SIGINT: -6, _signal.SIGKILL: -7, _signal.SIGPIPE: -8,
+             _signal.SIGQUIT: -9, _signal.SIGSEGV: -10, _signal.SIGTERM: -11,
+             _signal.SIGUSR1: -12, _signal.SIGUSR2: -13, _signal.SIGCHLD: -14,
+             _signal.SIGCONT: -15, _signal.SIGSTOP: -16, _signal.SIGTSTP: -17,
+             _signal.SIGTTIN: -18, _signal.SIGTTOU: -19, _signal.SIGVTALRM: -20,
+             _signal.SIGPROF: -21, _signal.SIGBUS: -22, _signal.SIGPOLL: -23,
+             _signal.SIGSYS: -24, _signal.SIGTRAP: -25, _signal.SIGURG: -26,
+             _signal.SIGXCPU: -27, _signal.SIGXFSZ: -28}
+    return table.get(signum, signum)

@@ -1,0 +1,306 @@
+"""Small helpers shared by the daemon (port of utils.ml, plus OCaml library behaviours).
+
+The OCaml daemon relies on a few standard-library behaviours that are
+observable on the wire or in logs; they are ported here so every module
+parses and prints the same way (protocol.md §7, logging.md §3.1):
+
+* `int_of_string` — OCaml `int_of_string` (63-bit, `0x`/`0o`/`0b`/`0u`
+  prefixes, `_` separators, wrap-around with a prefix); raises
+  `IntOfStringFailure` (`Failure "int_of_string"`, a ValueError: EINVAL);
+* `nativeint_of_string` — OCaml `Nativeint.of_string` (64-bit); raises
+  `Failure("Nativeint.of_string")` (EIO: not mapped by the handler);
+* `c_int_of_string` — process.ml's lenient parser (never fails);
+* `format_u` — `Printf "%u"` of an OCaml int (−1 → 9223372036854775807);
+* `ocaml_escaped` — `String.escaped` of bytes, as str.
+
+utils.ml proper: `hexify`, `unhexify`, `trim_path`, `join_by_null`,
+`get_hierarchy`, `list_remove`, `filter_out`, `filter_in`,
+`path_validate(path, connection_path, path_max)`, `create_unix_socket`,
+`read_file_single_integer`.
+
+Paths handled here are `str` holding one character per wire byte
+(latin-1), so `len()` is the byte length the original measures.
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+from typing import Callable, Iterable, List, Sequence, Tuple, TypeVar
+
+from .define import Failure, IntOfStringFailure, InvalidPath
+
+__all__ = [
+    "int_of_string", "nativeint_of_string", "c_int_of_string", "format_u",
+    "ocaml_escaped", "hexify", "unhexify", "trim_path", "join_by_null",
+    "get_hierarchy", "list_remove", "filter_out", "filter_in", "path_validate",
+    "create_unix_socket", "read_file_single_integer",
+]
+
+T = TypeVar("T")
+
+# -- OCaml integer parsing (runtime/ints.c: parse_intnat) -------------------
+
+_UINTNAT_MAX = (1 << 64) - 1
+_DIGITS = {c: i for i, c in enumerate("0123456789abcdef")}
+_DIGITS.update({c.upper(): i for c, i in _DIGITS.items() if c.isalpha()})
+
+
+def _parse_intnat(s: str, nbits: int, fail: Callable[[], Exception]) -> int:
+    """The C parser behind int_of_string and Nativeint.of_string; result is a 64-bit intnat."""
+    n = len(s)
+    p = 0
+    sign = 1
+    if p < n and s[p] == "-":
+        sign = -1
+        p += 1
+    elif p < n and s[p] == "+":
+        p += 1
+    base, signed = 10, True
+    if p + 1 < n and s[p] == "0":
+        prefix = s[p + 1]
+        if prefix in "xX":
+            base, signed = 16, False
+        elif prefix in "oO":
+            base, signed = 8, False
+        elif prefix in "bB":
+            base, signed = 2, False
+        elif prefix in "uU":
+            signed = False
+        if prefix in "xXoObBuU":
+            p += 2
+    threshold = _UINTNAT_MAX // base
+    d = _DIGITS.get(s[p], -1) if p < n else -1
+    if d < 0 or d >= base:
+        raise fail()
+    res = d
+    p += 1
+    while p < n:
+        c = s[p]
+        if c != "_":
+            d = _DIGITS.get(c, -1)
+            if d < 0 or d >= base:
+                break
+            if res > threshold:
+                raise fail()
+            res = base * res + d
+            if res > _UINTNAT_MAX:
+                raise fail()
+        p += 1
+    if p != n:
+        raise fail()
+    if signed:
+        limit = 1 << (nbits - 1)
+        if (sign >= 0 and res >= limit) or (sign < 0 and res > limit):
+            raise fail()
+    elif nbits < 64 and res >= (1 << nbits):
+        raise fail()
+    v = -res if sign < 0 else res
+    return _wrap(v, 64)
+
+
+def _wrap(v: int, bits: int) -> int:
+    """Two's-complement wrap of v into a signed `bits`-bit integer."""
+    m = 1 << bits
+    v &= m - 1
+    return v - m if v >= m >> 1 else v
+
+
+def _nativeint_failure() -> Exception:
+    return Failure("Nativeint.of_string")
+
+
+def int_of_string(s: str | bytes) -> int:
+    """OCaml `int_of_string` (63-bit ints); `Failure("int_of_string")` on bad input."""
+    if isinstance(s, (bytes, bytearray)):
+        s = s.decode("latin-1")
+    return _wrap(_parse_intnat(s, 63, IntOfStringFailure), 63)
+
+
+def nativeint_of_string(s: str | bytes) -> int:
+    """OCaml `Nativeint.of_string` (64-bit); `Failure("Nativeint.of_string")` on bad input."""
+    if isinstance(s, (bytes, bytearray)):
+        s = s.decode("latin-1")
+    return _parse_intnat(s, 64, _nativeint_failure)
+
+
+_C_INT = re.compile(r"[^0-9]*([0-9]*)")
+
+
+def c_int_of_string(s: str | bytes) -> int:
+    """Lenient parser: skip non-digits, read the digit run that follows (no digits -> 0; wraps at 63 bits)."""
+    if isinstance(s, (bytes, bytearray)):
+        s = s.decode("latin-1")
+    digits = _C_INT.match(s).group(1)  # type: ignore[union-attr]
+    return _wrap(int(digits), 63) if digits else 0
+
+
+def format_u(v: int) -> str:
+    """`Printf "%u"` of an OCaml int: negative values print as v + 2^63."""
+    return str(v % (1 << 63))
+
+
+# -- OCaml String.escaped ---------------------------------------------------
+
+def _escape_table() -> Tuple[str, ...]:
+    table = []
+    for b in range(256):
+        if b == 0x22:
+            table.append('\\"')
+        elif b == 0x5C:
+            table.append("\\\\")
+        elif b == 0x0A:
+            table.append("\\n")
+        elif b == 0x09:
+            table.append("\\t")
+        elif b == 0x0D:
+            table.append("\\r")
+        elif b == 0x08:
+            table.append("\\b")
+        elif 0x20 <= b <= 0x7E:
+            table.append(chr(b))
+        else:
+            table.append("\\%03d" % b)
+    return tuple(table)
+
+
+_ESCAPE = _escape_table()
+_NEEDS_ESCAPE = re.compile(rb'[^\x20-\x21\x23-\x5b\x5d-\x7e]')
+
+
+def ocaml_escaped(data: bytes | str) -> str:
+    """OCaml `String.escaped`: `\\"`, `\\\\`, `\\n`, `\\t`, `\\r`, `\\b`, other non-printables as `\\ddd`."""
+    if isinstance(data, str):
+        data = data.encode("latin-1")
+    if not _NEEDS_ESCAPE.search(data):
+        return data.decode("ascii")
+    esc = _ESCAPE
+    return "".join([esc[b] for b in data])
+
+
+# -- utils.ml ---------------------------------------------------------------
+
+def filter_out(filter_: Sequence[T], lst: Iterable[T]) -> List[T]:
+    return [x for x in lst if x not in filter_]
+
+
+def filter_in(filter_: Sequence[T], lst: Iterable[T]) -> List[T]:
+    return [x for x in lst if x in filter_]
+
+
+def list_remove(element: T, lst: Iterable[T]) -> List[T]:
+    """Drop every occurrence of `element`, compared by identity (OCaml `!=`)."""
+    return [e for e in lst if e is not element]
+
+
+def get_hierarchy(path: Sequence[T]) -> List[Tuple[T, ...]]:
+    """Every prefix of `path`, shortest first, the empty one included: [a,b] -> [(), (a,), (a,b)]."""
+    t = tuple(path)
+    return [t[:i] for i in range(len(t) + 1)]
+
+
+_FAST_HEX = {"%02x" % b: b for b in range(256)}
+_FAST_HEX.update({h.upper(): b for h, b in list(_FAST_HEX.items())})
+_FAST_HEX.update({h[0] + h[1].upper(): b for h, b in list(_FAST_HEX.items())})
+_FAST_HEX.update({h[0].upper() + h[1]: b for h, b in list(_FAST_HEX.items())})
+
+
+def hexify(s: bytes | str) -> str:
+    """Two lowercase hex digits per byte."""
+    if isinstance(s, str):
+        s = s.encode("latin-1")
+    return s.hex()
+
+
+def unhexify(hs: str | bytes) -> bytes:
+    """Inverse of hexify, with the original's leniency: an odd last digit is ignored and
+    each pair is parsed by `int_of_string("0x..")` (so `_` is accepted after a digit)."""
+    if isinstance(hs, (bytes, bytearray)):
+        hs = hs.decode("latin-1")
+    n = len(hs) // 2
+    out = bytearray(n)
+    for i in range(n):
+        pair = hs[2 * i:2 * i + 2]
+        b = _FAST_HEX.get(pair)
+        if b is None:
+            b = int_of_string("0x" + pair)  # "f_" is 15; anything else invalid fails
+        out[i] = b
+    return bytes(out)
+
+
+def trim_path(path: str) -> str:
+    """Everything before the last `/` ("" when there is none)."""
+    i = path.rfind("/")
+    return path[:i] if i >= 0 else ""
+
+
+def join_by_null(ls: Iterable[bytes]) -> bytes:
+    return b"\0".join(ls)
+
+
+# Scanf "/local/domain/%d/%n": %d takes an optional sign, a digit, then digits or '_'.
+_DOMAIN_PREFIX = re.compile(r"/local/domain/([+-]?[0-9][0-9_]*)/")
+
+
+def path_validate(path: str, connection_path: str, path_max: int) -> str:
+    """Make `path` absolute (relative ones go under `connection_path`) and check its length.
+
+    Only the part after `/local/domain/<n>/` counts when the path has that
+    prefix (so a path stays valid when a domid changes length on migration).
+    `path_max` is Settings.quota_path_max.  Raises InvalidPath.
+    """
+    if not path:
+        raise InvalidPath()
+    c = path[0]
+    abs_path = path if c == "/" or c == "@" else connection_path + path
+    length = len(abs_path)
+    m = _DOMAIN_PREFIX.match(abs_path)
+    if m is not None:
+        try:
+            # Scanf converts the token with int_of_string; an overflow makes the
+            # whole match fail, and then the full length counts.
+            int_of_string(m.group(1))
+            length -= m.end()
+        except IntOfStringFailure:
+            pass
+    if length > path_max:
+        raise InvalidPath()
+    return abs_path
+
+
+def create_unix_socket(name: str) -> socket.socket:
+    """Remove any old file, create its directory (0700), bind and listen(1)."""
+    try:
+        os.unlink(name)
+    except OSError:
+        pass
+    _mkdir_rec(os.path.dirname(name), 0o700)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(name)
+        sock.listen(1)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _mkdir_rec(d: str, mode: int) -> None:
+    parent = os.path.dirname(d)
+    if parent not in ("/", ".", "") and parent != d:
+        _mkdir_rec(parent, mode)
+    if d:
+        try:
+            os.mkdir(d, mode)
+        except FileExistsError:
+            pass
+
+
+def read_file_single_integer(filename: str) -> int:
+    """int_of_string of the first 20 bytes of a file (a trailing newline makes it fail)."""
+    fd = os.open(filename, os.O_RDONLY)
+    try:
+        data = os.read(fd, 20)
+    finally:
+        os.close(fd)
+    return int_of_string(data)

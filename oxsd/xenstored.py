@@ -1,0 +1,263 @@
+"""Start-up, shutdown and signals of the daemon (port of xenstored.ml's main).
+
+The original's long `main` is split into the start-up steps of cli.md §2,
+each a small function, and the loop itself lives in `scheduler.py`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass
+from typing import List, Optional
+
+from . import paths as Paths
+from . import perms as Perms
+from .config import Settings
+from .connections import Connections
+from .history import History
+from .parse_arg import CmdLine, parse
+from .process import LiveUpdate, Process
+from .scheduler import Scheduler
+from .store import Path, Store
+from .transaction import TransactionRegistry
+
+log = logging.getLogger("oxsd.xenstored")
+
+BANNER = "Xen Storage Daemon, version 1.0"
+
+
+def config_filename(cf: CmdLine) -> str:
+    return cf.config_file or os.path.join(Paths.xen_config_dir(), "oxenstored.conf")
+
+
+def create_unix_socket(path: str) -> socket.socket:
+    """Remove any old socket file, mkdir -p its directory (0700), bind and listen(1)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    sock.listen(1)
+    sock.setblocking(False)
+    return sock
+
+
+def write_specials(store: Store) -> None:
+    for p in Path.specials:
+        store.write(Perms.Connection.full_rights, p, b"")
+
+
+def init_store_tree(store: Store) -> None:
+    local = Path.of_string("/local")
+    if not store.path_exists(local):
+        store.mkdir(Perms.Connection.create(0), local)
+
+
+def write_tool_node(store: Store, exe: str) -> None:
+    """/tool/xenstored = our executable: xenstore-control looks for it to offer live update."""
+    full = Perms.Connection.full_rights
+    tool = Path.of_string("/tool")
+    if not store.path_exists(tool):
+        store.mkdir(full, tool)
+    store.write(full, Path.of_string("/tool/xenstored"), exe.encode())
+
+
+def executable_name(argv: List[str]) -> str:
+    """The command that runs us again (live update): the `oxenstored` script or `python -m oxsd`."""
+    exe = argv[0] if argv else ""
+    if exe and os.path.basename(exe) != "__main__.py" and os.access(exe, os.X_OK):
+        return os.path.abspath(exe)
+    return sys.executable
+
+
+def self_argv(argv: List[str]) -> List[str]:
+    """Our arguments as a re-exec would need them (with `-m oxsd` when run as a module)."""
+    exe = argv[0] if argv else ""
+    if executable_name(argv) == sys.executable and not exe.endswith("python3"):
+        return ["-m", "oxsd"] + argv[1:]
+    return argv[1:]
+
+
+def load_settings(cf: CmdLine) -> Settings:
+    conf = config_filename(cf)
+    settings = Settings.load(conf) if os.path.exists(conf) else Settings()
+    if cf.sim:
+        apply_sim_defaults(settings, cf.sim)
+    return settings
+
+
+def open_hypervisor(cf: CmdLine):
+    """The hypervisor backend: the simulation with --sim, else /dev/xen; None without Xen."""
+    from . import xenctrl
+    if cf.sim:
+        return xenctrl.open_backend(cf.sim)
+    try:
+        return xenctrl.open_backend(None)
+    except OSError as e:
+        if cf.domain_init:
+            raise
+        log.info("no hypervisor interface (%s): serving the socket only", e)
+        return None
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    from .logging_ import AccessLog, setup_xenstored_log
+    from . import stdext as Stdext
+    from . import systemd as Systemd
+
+    argv = list(sys.argv if argv is None else argv)
+    cf = parse(argv)
+    if cf.config_test:
+        conf = config_filename(cf)
+        Settings.load(conf, strict=True)
+        print(f"Configuration valid at {conf}", flush=True)
+        return 0
+    settings = load_settings(cf)
+    pidfile = settings.pid_file
+    Stdext.raise_nofile_limit()
+    try:
+        Stdext.mkdir_rec(os.path.dirname(pidfile), 0o755)
+    except OSError:
+        pass
+
+    listen_sock = None
+    if not (cf.disable_socket or cf.live_reload):
+        listen_sock = create_unix_socket(Paths.xs_daemon_socket())
+
+    if cf.daemonize and not cf.live_reload:
+        Stdext.daemonize(keep=[listen_sock] if listen_sock else [])
+    else:
+        print(BANNER, flush=True)
+
+    try:
+        Stdext.pidfile_write(pidfile)
+    except OSError:
+        pass
+    if cf.pidfile:
+        Stdext.pidfile_write(cf.pidfile)
+
+    daemon = build_daemon(cf, settings, listen_sock, argv)
+    sched = daemon.scheduler
+    access_log = daemon.access_log
+
+    def on_term() -> None:
+        log.info("Received SIGTERM")
+        sched.quit = True
+
+    sched.install_signal(signal.SIGTERM, on_term)
+    sched.install_signal(signal.SIGHUP, lambda: _sighup(daemon.access_log))
+    sched.install_signal(signal.SIGUSR1, lambda: _sigusr1(daemon.store))
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+
+    if cf.activate_access_log:
+        access_log = AccessLog(settings, True, post_rotate=lambda: None)
+        daemon.set_access_log(access_log)
+
+    Systemd.sd_notify_ready()
+    run(sched, cf)
+    log.info("stopping xenstored")
+    for p in (pidfile, cf.pidfile):
+        if p:
+            Stdext.unlink_safe(p)
+    return 0
+
+
+@dataclass
+class Daemon:
+    """Everything the loop owns, built by `build_daemon`."""
+
+    settings: Settings
+    store: Store
+    cons: Connections
+    process: Process
+    scheduler: Scheduler
+    access_log: object
+
+    def set_access_log(self, access_log) -> None:
+        """Open the access log (after start-up, as the original: D0's newconn is not logged)."""
+        self.access_log = access_log
+        self.cons.access_log = access_log
+        self.process.access_log = access_log
+        for con in self.cons.iter():
+            con.access_log = access_log
+
+
+def build_daemon(cf: CmdLine, settings: Settings, listen_sock: Optional[socket.socket],
+                 argv: List[str]) -> Daemon:
+    """Steps 8-12 of cli.md §2: store, logs, specials, domains, dom0's ring, /tool."""
+    from .logging_ import AccessLog, setup_xenstored_log
+    store = Store.create(settings)
+    txreg = TransactionRegistry(settings)
+    history = History(txreg)
+    setup_xenstored_log(settings)
+    write_specials(store)
+    access_log = AccessLog.disabled()
+    cons = Connections(settings, access_log)
+    live_update = LiveUpdate(executable_name(argv), self_argv(argv))
+    process = Process(store=store, cons=cons, doms=None, settings=settings,
+                      access_log=access_log, txreg=txreg, history=history,
+                      live_update=live_update)
+    log.info("No live reload: regular startup")
+    hv = open_hypervisor(cf)
+    event = None
+    if hv is not None:
+        from .event import Event
+        event = Event.init(hv.open_evtchn())
+    sched = Scheduler(store=store, cons=cons, doms=None, process=process, settings=settings,
+                      history=history, listen_sock=listen_sock, event=event,
+                      poll_evtchn=cf.domain_init and event is not None)
+    if event is not None:
+        from .domains import Domains
+        doms = Domains(event, hv, settings, sched.advance_next_frequent_ops)
+        process.doms = doms
+        sched.doms = doms
+    init_store_tree(store)
+    if cf.domain_init and sched.doms is not None:
+        cons.add_domain(sched.doms.create0())
+    write_tool_node(store, live_update.state.binary)
+    return Daemon(settings, store, cons, process, sched, access_log)
+
+
+def _sighup(access_log) -> None:
+    from .logging_ import xenstored_log_handler
+    handler = xenstored_log_handler()
+    if handler is not None:
+        handler.restart()
+    access_log.restart()
+
+
+def _sigusr1(store: Store) -> None:
+    try:
+        fd = os.open(Paths.xs_daemon_db_debug(), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            store.dump(f)
+    except Exception:
+        pass
+
+
+def run(sched: Scheduler, cf: CmdLine) -> None:
+    while not (sched.quit and not sched.cons.prevents_quit()):
+        try:
+            sched.main_loop()
+        except Exception as exc:
+            import traceback
+            log.error("caught exception %r: %s", exc, traceback.format_exc())
+            if cf.reraise_top_level:
+                raise
+
+
+def apply_sim_defaults(settings: Settings, simdir: str) -> None:
+    """With --sim, dom0's ring page and port live in the sim dir unless the config says otherwise."""
+    if settings.xenstored_kva in ("", "/proc/xen/xsd_kva"):
+        settings.xenstored_kva = os.path.join(simdir, "xsd_kva")
+    if settings.xenstored_port in ("", "/proc/xen/xsd_port"):
+        settings.xenstored_port = os.path.join(simdir, "xsd_port")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
