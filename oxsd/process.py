@@ -12,7 +12,11 @@ and `Failure "int_of_string"`); anything else becomes EIO and is logged.
 from __future__ import annotations
 
 import logging
+import os
+import sys
+import time
 import traceback
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 
 from . import define as Define
@@ -611,12 +615,6 @@ def _b(v: bool) -> str:
 
 
 # -- live update (Process.LiveUpdate) ---------------------------------------
-
-import os
-import shlex
-import sys
-import time
-from dataclasses import dataclass, field, replace
 
 FORCED_ARGS = ("--live", "--restart")
 

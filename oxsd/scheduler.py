@@ -259,33 +259,33 @@ class Scheduler:
         self._forget(fd)
         self.cons.del_anonymous(con)
 
+    def _socket_step(self, con: "Connection", step, what: str) -> None:
+        """Run do_input/do_output on a socket; drop it on EOF or an I/O error."""
+        try:
+            step(con)
+        except EndOfFile:
+            self._drop_socket(con)
+            log.debug("closing socket connection")
+        except OSError as e:
+            self._drop_socket(con)
+            if what == "write" or e.errno != errno.ECONNRESET:
+                log.error("closing socket connection: %s error: %s", what, _strerror(e))
+
     def process_connection_fds(self, readable: List["Connection"],
                                writable: List["Connection"]) -> None:
         process = self.process
         anonymous = self.cons.anonymous
         for con in readable:
-            if anonymous.get(con.get_fd()) is not con:
-                continue
-            try:
-                process.do_input(con)
-            except EndOfFile:
-                self._drop_socket(con)
-                log.debug("closing socket connection")
-            except OSError as e:
-                self._drop_socket(con)
-                if e.errno != errno.ECONNRESET:
-                    log.error("closing socket connection: read error: %s", _strerror(e))
+            if anonymous.get(con.get_fd()) is con:
+                self._socket_step(con, process.do_input, "read")
         for con in writable:
-            if anonymous.get(con.get_fd()) is not con:
-                continue
-            try:
-                process.do_output(con)
-            except EndOfFile:
-                self._drop_socket(con)
-                log.debug("closing socket connection")
-            except OSError as e:
-                self._drop_socket(con)
-                log.error("closing socket connection: write error: %s", _strerror(e))
+            if anonymous.get(con.get_fd()) is con:
+                self._socket_step(con, process.do_output, "write")
+        # A reply produced this iteration goes out now rather than after one
+        # more poll: the bytes and their order on each socket are unchanged.
+        for con in readable:
+            if con not in writable and anonymous.get(con.get_fd()) is con and con.has_output():
+                self._socket_step(con, process.do_output, "write")
 
     def process_domains(self) -> None:
         if self.doms is None:

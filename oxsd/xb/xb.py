@@ -158,6 +158,16 @@ class FdBackend:
             raise EndOfFile()
         return data
 
+    def read_if_ready(self, n: int) -> bytes:
+        """At most n bytes if they are already queued (never blocks); b"" if none yet."""
+        try:
+            data = self._recv(n, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return b""
+        if not data:
+            raise EndOfFile()
+        return data
+
     def write(self, data: bytes, off: int) -> int:
         """Blocking full write of data[off:] (OCaml Unix.write loops until done)."""
         self._sendall(memoryview(data)[off:] if off else data)
@@ -201,7 +211,7 @@ class Xb:
     """One connection's transport (Xb.t)."""
 
     __slots__ = ("backend", "pkt_out", "partial_in", "_out", "_out_off", "capacity",
-                 "_read", "_write", "_q", "_counts", "_qcap", "_maxout")
+                 "_read", "_read_more", "_write", "_q", "_counts", "_qcap", "_maxout")
 
     def __init__(self, backend: Backend, maxoutstanding: int, maxwatchevents: int) -> None:
         self.backend = backend
@@ -211,6 +221,7 @@ class Xb:
         self._out = b""  # the packet being written (serialised) ...
         self._out_off = 0  # ... and how much of it is already written
         self._read = backend.read
+        self._read_more = getattr(backend, "read_if_ready", None)
         self._write = backend.write
         # Shortcuts for can_input on the hot path.
         self._q = self.pkt_out.q
@@ -258,7 +269,17 @@ class Xb:
             return None
         partial = self.partial_in
         n = partial.to_read()
-        return partial.feed(self._read(n) if n > 0 else b"")
+        pkt = partial.feed(self._read(n) if n > 0 else b"")
+        if pkt is None and self._read_more is not None and partial.in_body():
+            # The header just completed.  Sockets: take the body now if it is
+            # already there, saving a loop iteration; never wait for it, and
+            # never read past it.  A zero-length body still waits (4.17).
+            n = partial.to_read()
+            if n > 0:
+                data = self._read_more(n)
+                if data:
+                    pkt = partial.feed(data)
+        return pkt
 
     def to_read(self) -> int:
         return self.partial_in.to_read()
