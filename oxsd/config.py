@@ -115,7 +115,7 @@ class Settings:
 
     @classmethod
     def load(cls, path: str, strict: bool = False, stderr: Optional[TextIO] = None) -> "Settings":
-        """Read `path` over the built-in defaults, reporting errors like oxenstored (see module doc)."""
+        """Read `path` over the built-in defaults, reporting errors as oxenstored does."""
         err = sys.stderr if stderr is None else stderr
         try:
             settings, errors = read(path, cls())
@@ -297,7 +297,7 @@ def parse(filename: str) -> List[Tuple[str, str]]:
 
 
 def sys_error_text(e: OSError) -> str:
-    """OCaml's Sys_error text: "<path>: <strerror>" for open errors, bare strerror for read errors."""
+    """OCaml's Sys_error text: "<path>: <strerror>" when opening fails, bare strerror on read."""
     msg = e.strerror or str(e)
     return f"{e.filename}: {msg}" if e.filename is not None else msg
 
@@ -308,15 +308,15 @@ _SPEC: Dict[str, Tuple[str, _Conv]] = {}
 
 
 def _build_spec() -> None:
-    special = {
+    special: Dict[str, _Conv] = {
         "xenstored_log_level": check_log_level,
         "xenstored_log_file": check_log_destination,
         "access_log_file": check_log_destination,
     }
-    by_type = {bool: bool_of_string, int: int_of_string, float: float_of_string, str: str}
-    hints = {"bool": bool, "int": int, "float": float, "str": str}
+    by_type: Dict[str, _Conv] = {"bool": bool_of_string, "int": int_of_string,
+                                 "float": float_of_string, "str": str}
     for f in fields(Settings):
-        ty = f.type if isinstance(f.type, type) else hints[f.type]
+        ty = f.type if isinstance(f.type, str) else f.type.__name__
         conv = special.get(f.name, by_type[ty])
         _SPEC[f.name.replace("_", "-")] = (f.name, conv)
 
@@ -357,7 +357,8 @@ def validate(settings: Settings, pairs: Sequence[Tuple[str, str]]) -> List[Tuple
     return errors
 
 
-def read(filename: str, settings: Optional[Settings] = None) -> Tuple[Settings, List[Tuple[str, str]]]:
+def read(filename: str,
+         settings: Optional[Settings] = None) -> Tuple[Settings, List[Tuple[str, str]]]:
     """Parse and validate `filename` over `settings` (defaults if None); OSError if unreadable."""
     pairs = parse(filename)
     settings = Settings() if settings is None else settings

@@ -49,7 +49,7 @@ import re
 import time
 import traceback
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple, Union
 
 from . import syslog as Syslog
 from .config import LOG_LEVELS, UnknownLevel
@@ -103,7 +103,7 @@ def _level_name(levelno: int) -> str:
 
 
 def _syslog_level(levelno: int) -> Syslog.Level:
-    """error -> LOG_ERR, warn -> LOG_WARNING, info -> LOG_INFO, anything else (null) -> LOG_DEBUG."""
+    """error -> LOG_ERR, warn -> LOG_WARNING, info -> LOG_INFO, else (debug, null) -> LOG_DEBUG."""
     if levelno >= LEVEL_NULL:
         return Syslog.Level.DEBUG
     if levelno >= logging.ERROR:
@@ -452,10 +452,6 @@ def sanitize_data(data: Union[bytes, str]) -> str:
     return ocaml_escaped(data.translate(_NUL_TO_SPACE))
 
 
-def _tid_field(con: str, tid: int) -> str:
-    return (con if tid == 0 else f"{con}.{tid}").ljust(12)
-
-
 class AccessLog:
     """The access log (Logging.access_logging and friends); see the module doc.
 
@@ -484,7 +480,7 @@ class AccessLog:
             self.logger: Logger = make_file_logger(
                 dest.path, settings.access_log_nb_files, settings.access_log_nb_lines,
                 settings.access_log_nb_chars, post_rotate or (lambda: None))
-            self._prefix_open = "["
+            self._prefix_open: Optional[str] = "["
             self._prefix_close = "] "
             self._max_data = settings.access_log_nb_chars  # cut data before escaping
         else:
@@ -595,7 +591,7 @@ class NullAccessLog(AccessLog):
     def __init__(self, *args: object, **kwargs: object) -> None:
         pass
 
-    def _noop(self, *args: object) -> None:
+    def _noop(self, *args: Any, **kwargs: Any) -> None:
         pass
 
     new_connection = end_connection = read_coalesce = write_coalesce = _noop

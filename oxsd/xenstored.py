@@ -105,6 +105,20 @@ def open_hypervisor(cf: CmdLine):
         return None
 
 
+def config_test(cf: CmdLine) -> int:
+    """--config-test: strict validation; errors exit 2 as the uncaught Config.Error does."""
+    from .config import ConfigError
+    from .logging_ import fallback_exception_handler
+    conf = config_filename(cf)
+    try:
+        Settings.load(conf, strict=True)
+    except ConfigError as e:
+        fallback_exception_handler(e, e.__traceback__)
+        return 2
+    print(f"Configuration valid at {conf}", flush=True)
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     from .logging_ import AccessLog, setup_xenstored_log
     from . import stdext as Stdext
@@ -113,10 +127,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     cf = parse(argv)
     if cf.config_test:
-        conf = config_filename(cf)
-        Settings.load(conf, strict=True)
-        print(f"Configuration valid at {conf}", flush=True)
-        return 0
+        return config_test(cf)
     settings = load_settings(cf)
     pidfile = settings.pid_file
     Stdext.raise_nofile_limit()
@@ -129,17 +140,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not (cf.disable_socket or cf.live_reload):
         listen_sock = create_unix_socket(Paths.xs_daemon_socket())
 
+    def write_pidfiles() -> None:
+        try:
+            Stdext.pidfile_write(pidfile)
+        except OSError:
+            pass
+        if cf.pidfile:  # the compatibility pid file: failing to write it is fatal
+            Stdext.pidfile_write(cf.pidfile)
+
     if cf.daemonize and not cf.live_reload:
-        Stdext.daemonize(keep=[listen_sock] if listen_sock else [])
+        # The launcher exits only once the pid files exist (launch-xenstore reads them).
+        Stdext.daemonize(keep=[listen_sock] if listen_sock else [], ready=write_pidfiles)
     else:
         print(BANNER, flush=True)
-
-    try:
-        Stdext.pidfile_write(pidfile)
-    except OSError:
-        pass
-    if cf.pidfile:
-        Stdext.pidfile_write(cf.pidfile)
+        write_pidfiles()
 
     daemon = build_daemon(cf, settings, listen_sock, argv)
     sched = daemon.scheduler
