@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Callable, Deque, Dict, Generic, List, Optional
 from . import perms as Perms
 from . import quota as Quota
 from .define import AlreadyExist
+from .ocaml_hashtbl import Hashtbl
 from .xb.op import Op
 from .xb.packet import Packet
 
@@ -111,7 +112,8 @@ class Connection:
         self.dom = dom
         self.transactions: Dict[int, "Transaction"] = {}
         self.next_tid = INITIAL_NEXT_TID
-        self.watches: Dict[str, List[Watch]] = {}
+        # OCaml Hashtbl order: CONTROL `watches` lists them in bucket order.
+        self.watches: Hashtbl[str, List[Watch]] = Hashtbl(8)
         self.nb_watches = 0
         self.anonid = anonid
         self.stat_nb_ops = 0
@@ -247,7 +249,7 @@ class Connection:
         if any(w.token == token for w in lst):
             raise AlreadyExist()
         watch = Watch(self, path, token, self.base_path)
-        self.watches[apath] = [watch] + lst
+        self.watches.replace(apath, [watch] + lst)
         self.nb_watches += 1
         return watch
 
@@ -262,21 +264,22 @@ class Connection:
             raise KeyError(token)
         filtered = [x for x in ws if x is not w]
         if filtered:
-            self.watches[apath] = filtered
+            self.watches.replace(apath, filtered)
         else:
-            del self.watches[apath]
+            self.watches.remove(apath)
         self.nb_watches -= 1
         return apath, w
 
     def del_watches(self) -> None:
-        self.watches.clear()
+        self.watches.reset()
         self.nb_watches = 0
 
     def del_transactions(self) -> None:
         self.transactions.clear()
 
     def list_watches(self) -> List[Tuple[str, bytes]]:
-        return [(w.path, w.token) for ws in self.watches.values() for w in ws]
+        """(path, token) pairs in the order of the original's Hashtbl.fold + List.concat."""
+        return [(w.path, w.token) for ws in reversed(list(self.watches.values())) for w in ws]
 
     def fire_single_watch_unchecked(self, watch: Watch) -> None:
         """Queue an event for `watch` with this connection as its source."""

@@ -283,8 +283,11 @@ class Scheduler:
                 self._socket_step(con, process.do_output, "write")
         # A reply produced this iteration goes out now rather than after one
         # more poll: the bytes and their order on each socket are unchanged.
+        # Not when the peer has already closed: the original reads the EOF
+        # first and drops the connection with its reply unsent (and unlogged).
         for con in readable:
-            if con not in writable and anonymous.get(con.get_fd()) is con and con.has_output():
+            if (con not in writable and anonymous.get(con.get_fd()) is con
+                    and con.has_output() and not con.xb.backend.eof_pending()):
                 self._socket_step(con, process.do_output, "write")
 
     def process_domains(self) -> None:

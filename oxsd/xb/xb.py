@@ -168,6 +168,15 @@ class FdBackend:
             raise EndOfFile()
         return data
 
+    def eof_pending(self) -> bool:
+        """The peer has closed and nothing is left to read before the EOF."""
+        try:
+            return self._recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return True
+
     def write(self, data: bytes, off: int) -> int:
         """Blocking full write of data[off:] (OCaml Unix.write loops until done)."""
         self._sendall(memoryview(data)[off:] if off else data)
