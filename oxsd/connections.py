@@ -8,6 +8,7 @@ from . import perms as Perms
 from .connection import Connection, Watch
 from .store import Path
 from .trie import Trie
+from .xb.xb import Xb
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -43,7 +44,6 @@ class Connections:
 
     # -- adding and removing -----------------------------------------
     def _new_xb_fd(self, sock):
-        from .xb.xb import Xb
         s = self.settings
         return Xb.open_fd(sock, maxoutstanding=s.quota_maxoutstanding,
                           maxwatchevents=s.quota_maxwatchevents)
@@ -58,7 +58,6 @@ class Connections:
         return con
 
     def add_domain(self, dom: "Domain") -> Connection:
-        from .xb.xb import Xb
         s = self.settings
         xb = Xb.open_mmap(dom.get_interface(), dom.notify,
                           maxoutstanding=s.quota_maxoutstanding,

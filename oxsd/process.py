@@ -29,6 +29,7 @@ from .packet import Ack, Error, Reply, Request, Response, response_equal
 from .store import Path
 from .transaction import Transaction
 from .xb.op import Op
+from .xb.xb import BadConnection, Reconnect
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -119,6 +120,8 @@ class Process:
         self.history = history
         self.live_update = live_update
         self.disk_write: Optional[Callable[["Store"], None]] = None
+        # -T FILE: an object with packet_in(con, pkt) / packet_out(con, pkt), or None.
+        self.trace = None
         self._simple: Dict[Op, Tuple[int, Callable]] = {
             Op.DIRECTORY: (DATA, self.do_directory),
             Op.READ: (DATA, self.do_read),
@@ -573,7 +576,6 @@ class Process:
 
     # -- I/O steps (called by the main loop) ------------------------------
     def do_input(self, con: Connection) -> None:
-        from .xb.xb import BadConnection, Reconnect
         try:
             packet = con.do_input() if con.can_input() else None
         except Reconnect:
@@ -586,18 +588,21 @@ class Process:
             return
         if packet is None:
             return
+        if self.trace is not None:
+            self.trace.packet_in(con, packet)
         self.process_packet(con, packet)
         self.access_log.xb_op(packet.tid, con.domstr, packet.ty, packet.data)
         con.stat_nb_ops += 1
 
     def do_output(self, con: Connection) -> None:
-        from .xb.xb import Reconnect
         con.source_flush_watchevents()
         if not con.has_output():
             return
         if con.has_new_output():
             pkt = con.peek_output()
             self.access_log.xb_answer(pkt.tid, con.domstr, pkt.ty, pkt.data)
+            if self.trace is not None and not con.has_old_output():
+                self.trace.packet_out(con, pkt)
         try:
             con.do_output()
         except Reconnect:

@@ -1,0 +1,142 @@
+"""oxsd-diff: run scenario files on two daemons and compare them byte for byte.
+
+    oxsd-diff tests/scenarios                 # ocaml vs oxsd, every *.scn
+    oxsd-diff -k ocaml,ocaml tests/scenarios  # determinism check of the harness
+    oxsd-diff --show ocaml tests/scenarios/watches.scn  # what the reference does
+
+Exit status: 0 all identical, 1 differences, 2 a daemon could not be run.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from .compare import Comparison, compare
+from .daemons import KINDS, DaemonError, DaemonSettings, make_scratch, start_daemon
+from .runner import GuestBackend, Recording, run_scenario
+from .scenario import Scenario, ScenarioError, load
+from .wire import describe, escape
+
+__all__ = ["main", "record", "diff_scenario", "scenario_files", "format_recording"]
+
+SUFFIX = ".scn"
+
+
+def scenario_files(paths: list[str]) -> list[Path]:
+    """Scenario files named, or found (sorted) in the directories named."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        out += sorted(p.glob(f"*{SUFFIX}")) if p.is_dir() else [p]
+    return out
+
+
+def settings_for(scn: Scenario) -> DaemonSettings:
+    return DaemonSettings(extra_conf=list(scn.config), domain_init=scn.domain_init)
+
+
+def record(kind: str, scn: Scenario, guests: GuestBackend | None = None,
+           keep: bool = False) -> Recording:
+    """Start a fresh daemon of `kind`, run the scenario, stop it."""
+    scratch = make_scratch(f"oxd-{kind[:2]}-")
+    try:
+        daemon = start_daemon(kind, scratch, settings=settings_for(scn))
+    except DaemonError:
+        shutil.rmtree(scratch, ignore_errors=True)  # the error carries its output
+        raise
+    try:
+        rec = run_scenario(daemon, scn, guests)
+    finally:
+        daemon.stop()
+    rec.scratch = str(scratch)
+    if not keep:
+        _discard(rec)
+    return rec
+
+
+def _discard(rec: Recording) -> None:
+    """Remove a recording's scratch dir (its path stays in reports)."""
+    shutil.rmtree(rec.scratch, ignore_errors=True)
+    rec.scratch += " (removed)"
+
+
+def diff_scenario(scn: Scenario, kinds: tuple[str, str] = ("ocaml", "oxsd"),
+                  guests: GuestBackend | None = None, keep: bool = False,
+                  keep_different: bool = True) -> Comparison:
+    """Run a scenario on two fresh daemons and compare the recordings.
+    The scratch dirs (configs, logs, daemon output) are kept with keep=True,
+    or when the recordings differ and keep_different is set."""
+    recs: list[Recording] = []
+    try:
+        for kind in kinds:
+            recs.append(record(kind, scn, guests, keep=True))
+    except DaemonError:
+        for rec in recs:
+            _discard(rec)
+        raise
+    cmp = compare(scn, recs[0], recs[1])
+    if not keep and (cmp.identical or not keep_different):
+        for rec in recs:
+            _discard(rec)
+    return cmp
+
+
+def format_recording(rec: Recording) -> str:
+    """A recording as text: what each connection received, log, tree."""
+    out = [f"== {rec.kind}"]
+    for name, entries in rec.transcripts.items():
+        out.append(f"-- connection {name}")
+        for e in entries:
+            if e.kind == "packet":
+                out.append(f"   [line {e.line:>3}] {describe(e.data)}")
+            elif e.kind == "partial":
+                out.append(f'   [line {e.line:>3}] partial "{escape(e.data)}"')
+            else:
+                out.append(f"   [line {e.line:>3}] {e.kind}: {e.data}")
+    out.append("-- access log")
+    out += ["   " + line for line in rec.access_log]
+    out.append("-- tree")
+    out += ["   " + line for line in rec.tree]
+    out += [f"!! {err}" for err in rec.errors]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="oxsd-diff", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("paths", nargs="+", help=f"scenario files or directories of *{SUFFIX}")
+    ap.add_argument("-k", "--kinds", default="ocaml,oxsd",
+                    help="the two daemons to compare (default ocaml,oxsd)")
+    ap.add_argument("--show", metavar="KIND", choices=KINDS,
+                    help="run on one daemon and print what it did, no comparison")
+    ap.add_argument("--keep", action="store_true", help="keep scratch dirs")
+    ap.add_argument("-q", "--quiet", action="store_true", help="only report differences")
+    args = ap.parse_args(argv)
+    kinds = tuple(args.kinds.split(","))
+    if len(kinds) != 2 or not set(kinds) <= set(KINDS):
+        ap.error(f"--kinds takes two of {', '.join(KINDS)}")
+    try:
+        scenarios = [load(p) for p in scenario_files(args.paths)]
+    except (OSError, ScenarioError) as e:
+        print(e, file=sys.stderr)
+        return 2
+    status = 0
+    for scn in scenarios:
+        if scn.needs_guests:
+            print(f"{scn.path}: skipped (needs ring guests; run it from the test suite)")
+            continue
+        try:
+            if args.show:
+                print(format_recording(record(args.show, scn, keep=args.keep)))
+                continue
+            cmp = diff_scenario(scn, kinds, keep=args.keep)
+        except DaemonError as e:
+            print(f"{scn.path}: cannot run: {e}", file=sys.stderr)
+            status = 2
+            continue
+        if not cmp.identical:
+            status = max(status, 1)
+        if not (args.quiet and cmp.identical):
+            print(cmp.report(), flush=True)
+    return status

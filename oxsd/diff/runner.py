@@ -1,0 +1,364 @@
+"""Run a scenario against one daemon and record what every connection saw.
+
+Determinism rules (what makes two recordings comparable):
+
+* everything a connection receives is recorded in stream order; when it was
+  read (which step was running) is kept for the report only, never compared;
+* a request step waits for the reply carrying its req_id; a ``quiet`` step
+  reads until no connection has received anything for the quiet period and
+  then puts a checkpoint into the transcripts, so "nothing arrived before
+  this point" is part of the comparison;
+* at the end the runner drains, closes its connections, waits until the
+  access log shows every socket connection closed, walks the whole tree on a
+  fresh connection, and stops the daemon.
+"""
+from __future__ import annotations
+
+import re
+import selectors
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from .daemons import Daemon
+from .scenario import Scenario, Step, Var
+from .wire import Packet, PacketReader, SocketConn, encode_request, op_code
+
+__all__ = ["Entry", "Recording", "Endpoint", "GuestBackend", "run_scenario",
+           "walk_tree", "mask_access_log", "Runner"]
+
+MASKED = "<masked>"
+# nodes whose value legitimately differs between the daemons
+MASKED_NODES = {"/tool/xenstored"}
+_DATE = re.compile(r"^\[\d{8}T\d\d:\d\d:\d\d\.\d{3}Z\]")
+_MAX_DRAIN = 10.0  # a quiet step never lasts longer than this
+STOP_TIMEOUT = 2.0  # after SIGTERM, then SIGKILL
+MAX_TIMEOUTS = 3  # consecutive unanswered requests before the run is abandoned
+
+
+class Endpoint(Protocol):
+    """A client connection of any transport (socket, guest ring)."""
+
+    def fileno(self) -> int: ...
+    def send_bytes(self, data: bytes) -> None: ...
+    def recv_nowait(self) -> bytes | None: ...  # b'' nothing, None EOF
+    def close(self) -> None: ...
+
+
+class GuestBackend(Protocol):
+    """Creates ring guests and drives the simulated hypervisor (tests inject
+    one built on xensim; oxsd-diff itself only speaks sockets)."""
+
+    def create_guest(self, daemon: Daemon, domid: int, lazy: bool) -> tuple[Endpoint, dict[str, str]]: ...
+    def sim_action(self, daemon: Daemon, args: list[str]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One item of a connection's transcript."""
+
+    kind: str            # packet | mark | eof | partial
+    data: object         # Packet, mark text, or leftover bytes
+    line: int = 0        # step line during which it was received (report only)
+
+    def key(self) -> tuple:
+        return (self.kind, self.data)
+
+
+@dataclass
+class Recording:
+    """The observable result of one scenario run on one daemon."""
+
+    kind: str
+    transcripts: dict[str, list[Entry]] = field(default_factory=dict)
+    access_log: list[str] = field(default_factory=list)   # dates masked
+    tree: list[str] = field(default_factory=list)
+    alive_at_end: bool = True
+    exit_status: int | None = None
+    output_tail: str = ""
+    errors: list[str] = field(default_factory=list)        # harness-side problems
+    scratch: str = ""
+
+
+@dataclass
+class _Conn:
+    name: str
+    endpoint: Endpoint
+    reader: PacketReader = field(default_factory=PacketReader)
+    transcript: list[Entry] = field(default_factory=list)
+    next_rid: int = 1
+    closed: bool = False
+    eof: bool = False
+
+
+class Runner:
+    """Executes the steps of one scenario against one daemon."""
+
+    def __init__(self, daemon: Daemon, scenario: Scenario,
+                 guests: GuestBackend | None = None) -> None:
+        self.daemon = daemon
+        self.scn = scenario
+        self.guests = guests
+        self.conns: dict[str, _Conn] = {}
+        self.vars: dict[str, str] = {}
+        self.rec = Recording(kind=daemon.kind, scratch=str(daemon.scratch))
+        self.sel = selectors.DefaultSelector()
+        self.line = 0
+        self.timeouts = 0  # consecutive requests left unanswered
+
+    # ---------------------------------------------------------- receiving
+    def _read(self, conn: _Conn) -> bool:
+        data = conn.endpoint.recv_nowait()
+        if data is None:
+            if not conn.eof:
+                conn.eof = True
+                self._unwatch(conn)
+                self._finish_stream(conn)
+            return False
+        if not data:
+            return False
+        for p in conn.reader.feed(data):
+            conn.transcript.append(Entry("packet", p, self.line))
+        return True
+
+    def _finish_stream(self, conn: _Conn) -> None:
+        if conn.reader.leftover:
+            conn.transcript.append(Entry("partial", conn.reader.leftover, self.line))
+            conn.reader = PacketReader()
+        if conn.eof:
+            conn.transcript.append(Entry("eof", "closed by the daemon", self.line))
+
+    def _unwatch(self, conn: _Conn) -> None:
+        try:
+            self.sel.unregister(conn.endpoint)
+        except (KeyError, ValueError):
+            pass
+
+    def pump(self, timeout: float) -> bool:
+        """Wait up to timeout for input on any connection; read it all."""
+        got = False
+        if self.sel.get_map():
+            for key, _ in self.sel.select(max(timeout, 0)):
+                got |= self._read(self.conns[key.data])
+        else:
+            time.sleep(max(timeout, 0))
+        # rings have no readable fd when the daemon forgets to notify: poll them
+        for conn in self.conns.values():
+            if not conn.closed and not conn.eof and not isinstance(conn.endpoint, SocketConn):
+                got |= self._read(conn)
+        return got
+
+    def wait_for(self, pred: Callable[[], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not pred():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self.pump(min(left, 0.05))
+        return True
+
+    def drain(self, period: float) -> None:
+        """Read until nothing has arrived anywhere for `period` seconds."""
+        deadline = time.monotonic() + _MAX_DRAIN
+        last = time.monotonic()
+        while time.monotonic() - last < period and time.monotonic() < deadline:
+            if self.pump(min(period, 0.02)):
+                last = time.monotonic()
+
+    # ------------------------------------------------------------ steps
+    def _payload(self, parts: list) -> bytes:
+        out = bytearray()
+        for part in parts:
+            if isinstance(part, Var):
+                if part.name not in self.vars:
+                    raise KeyError(f"unknown variable ${{{part.name}}}")
+                out += self.vars[part.name].encode()
+            else:
+                out += part
+        return bytes(out)
+
+    def _mark(self, conn: _Conn, text: str) -> None:
+        conn.transcript.append(Entry("mark", text, self.line))
+
+    def _replies(self, conn: _Conn) -> int:
+        return sum(1 for e in conn.transcript if e.kind == "packet" and not e.data.is_event)
+
+    def _events(self, conn: _Conn) -> int:
+        return sum(1 for e in conn.transcript if e.kind == "packet" and e.data.is_event)
+
+    def _add_conn(self, name: str, endpoint: Endpoint) -> None:
+        conn = _Conn(name, endpoint)
+        self.conns[name] = conn
+        try:
+            self.sel.register(endpoint, selectors.EVENT_READ, name)
+        except (ValueError, OSError):
+            pass  # no pollable fd: pump() polls it
+
+    def _send(self, conn: _Conn, data: bytes) -> bool:
+        if conn.closed or conn.eof:
+            self._mark(conn, f"line {self.line}: not sent, connection closed")
+            return False
+        try:
+            conn.endpoint.send_bytes(data)
+            return True
+        except (OSError, TimeoutError) as e:
+            self._mark(conn, f"line {self.line}: send failed ({type(e).__name__})")
+            return False
+
+    def step(self, s: Step) -> None:
+        self.line = s.line
+        conn = self.conns.get(s.conn) if s.conn else None
+        if s.action == "conn":
+            for name in s.args:
+                self._add_conn(name, self.daemon.connect())
+        elif s.action == "guest":
+            if self.guests is None:
+                raise RuntimeError("this scenario needs ring guests: no guest backend")
+            name, domid = s.args[0], int(s.args[1], 0)
+            endpoint, variables = self.guests.create_guest(self.daemon, domid, "lazy" in s.args[2:])
+            self.vars.update({f"{name}.{k}": str(v) for k, v in variables.items()})
+            self._add_conn(name, endpoint)
+        elif s.action == "sim":
+            if self.guests is None:
+                raise RuntimeError("this scenario drives the sim: no guest backend")
+            self.guests.sim_action(self.daemon, s.args)
+        elif s.action == "quiet":
+            self.drain(s.seconds if s.seconds is not None else self.scn.quiet)
+            for c in ([conn] if conn else self.conns.values()):
+                if not c.closed:
+                    self._mark(c, f"quiet@{s.line}")
+        elif s.action in ("request", "send"):
+            rid = s.req_id if s.req_id is not None else conn.next_rid
+            conn.next_rid = (rid + 1) & 0xFFFFFFFF
+            data = encode_request(s.op, self._payload(s.payload), s.tx_id, rid, s.length)
+            if self._send(conn, data) and s.action == "request":
+                def answered() -> bool:
+                    return conn.eof or any(
+                        e.kind == "packet" and not e.data.is_event and e.data.req_id == rid
+                        and e.line == s.line for e in conn.transcript)
+                if self.wait_for(answered, self.scn.timeout):
+                    self.timeouts = 0
+                else:
+                    self._mark(conn, f"line {s.line}: no reply to rid={rid} "
+                                     f"within {self.scn.timeout}s")
+                    self.timeouts += 1
+                    if self.timeouts >= MAX_TIMEOUTS:
+                        raise RuntimeError(f"{MAX_TIMEOUTS} requests in a row unanswered: "
+                                           "the daemon seems stuck; run abandoned")
+        elif s.action == "raw":
+            self._send(conn, self._payload(s.payload))
+        elif s.action in ("wait", "events"):
+            count = self._replies if s.action == "wait" else self._events
+            target = count(conn) + s.count
+            if not self.wait_for(lambda: conn.eof or count(conn) >= target, self.scn.timeout):
+                self._mark(conn, f"line {s.line}: {s.action} {s.count} timed out")
+        elif s.action == "eof":
+            if not self.wait_for(lambda: conn.eof, self.scn.timeout):
+                self._mark(conn, f"line {s.line}: still open after {self.scn.timeout}s")
+        elif s.action == "close":
+            self._close(conn)
+        else:
+            raise AssertionError(s.action)
+
+    def _close(self, conn: _Conn) -> None:
+        if conn.closed:
+            return
+        self._read(conn)
+        self._unwatch(conn)
+        conn.closed = True
+        conn.endpoint.close()
+        if not conn.eof:
+            self._finish_stream(conn)
+
+    # ------------------------------------------------------------ whole run
+    def run(self) -> Recording:
+        rec = self.rec
+        try:
+            for s in self.scn.steps:
+                self.step(s)
+                if not self.daemon.alive():
+                    rec.errors.append(f"daemon exited during line {s.line}: {s.text}")
+                    break
+            self.line = 0
+            self.drain(self.scn.quiet)
+        except Exception as e:  # report harness problems instead of raising mid-run
+            rec.errors.append(f"line {self.line}: {type(e).__name__}: {e}")
+        for conn in self.conns.values():
+            self._close(conn)
+        rec.transcripts = {name: c.transcript for name, c in self.conns.items()}
+        self._wait_socket_closes()
+        if self.daemon.alive() and self.scn.tree:
+            try:
+                rec.tree = walk_tree(self.daemon)
+            except (OSError, TimeoutError, ConnectionError) as e:
+                rec.errors.append(f"tree walk failed: {e}")
+            self._wait_socket_closes()
+        rec.alive_at_end = self.daemon.alive()
+        # SIGTERM exit waits for every connection to be idle (a SET_TARGET
+        # identity blocks it for ever): whether it exits is compared too
+        rec.exit_status = self.daemon.stop(timeout=STOP_TIMEOUT)
+        rec.access_log = mask_access_log(self.daemon.access_log())
+        rec.output_tail = self.daemon.output_tail()
+        self.sel.close()
+        return rec
+
+    def _wait_socket_closes(self, timeout: float = 3.0) -> None:
+        """Wait until the access log shows an endconn for every socket newconn,
+        so that stopping the daemon cannot race with its reading of our EOFs."""
+        if not self.daemon.settings.access_log:
+            self.drain(self.scn.quiet)
+            return
+        deadline = time.monotonic() + timeout
+        while self.daemon.alive() and time.monotonic() < deadline:
+            log = self.daemon.access_log()
+            opened = len(re.findall(r"\] +A\d+ +newconn", log))
+            closed = len(re.findall(r"\] +A\d+ +endconn", log))
+            if opened and opened == closed:
+                return
+            time.sleep(0.01)
+
+
+def run_scenario(daemon: Daemon, scenario: Scenario,
+                 guests: GuestBackend | None = None) -> Recording:
+    """Run all steps against a started daemon, then stop it."""
+    return Runner(daemon, scenario, guests).run()
+
+
+def mask_access_log(text: str) -> list[str]:
+    """Access-log lines with the date replaced (the rest kept verbatim)."""
+    return [_DATE.sub("[DATE]", line) for line in text.splitlines()]
+
+
+def walk_tree(daemon: Daemon, timeout: float = 5.0) -> list[str]:
+    """Every node as ``path perms=... value``, depth first, children sorted."""
+    ops = {name: op_code(name) for name in ("DIRECTORY", "READ", "GET_PERMS")}
+    out: list[str] = []
+    with daemon.connect() as conn:
+        rid = 0
+
+        def ask(op: str, path: str) -> Packet:
+            nonlocal rid
+            rid += 1
+            return conn.request(ops[op], path.encode("latin-1") + b"\0", req_id=rid,
+                                timeout=timeout)
+
+        def visit(path: str) -> None:
+            value = ask("READ", path)
+            perms = ask("GET_PERMS", path)
+            children = ask("DIRECTORY", path)
+            shown = MASKED if path in MASKED_NODES else repr(value.payload)
+            out.append(f"{path} perms={perms.payload!r} value={shown}"
+                       + ("" if value.op == ops["READ"] else f" (read: op {value.op})"))
+            if children.op != ops["DIRECTORY"]:
+                out.append(f"{path} directory failed: {children.payload!r}")
+                return
+            for name in sorted(n for n in children.payload.split(b"\0") if n):
+                child = name.decode("latin-1")
+                # '@' names are single root components: '@a/b' is not '/@a/b'
+                if path == "/":
+                    visit(child if child.startswith("@") else "/" + child)
+                else:
+                    visit(f"{path}/{child}")
+
+        visit("/")
+    return out

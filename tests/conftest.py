@@ -1,0 +1,85 @@
+"""Shared fixtures for the integration tests.
+
+Nothing here runs for tests that do not ask for these fixtures, so unit tests
+stay fast.  The first test that needs them builds the OCaml reference (its
+build.sh, idempotent) and fetches the Debian clients (tools/fetch-clients.sh,
+apt-get download + dpkg -x into ~/.cache/oxsd-clients), so one `pytest`
+on a fresh machine is enough.  Without the reference kit the tests that need
+it are skipped with the reason, except under CI=true, where they fail.
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from oxsd.diff.daemons import (KINDS, DaemonError, DaemonSettings,  # noqa: E402
+                               debian_conf, make_scratch, start_daemon)
+from support.env import Clients, ensure_clients, ensure_reference  # noqa: E402
+from support.guests import XensimGuests, load_xensim  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def ocaml_ref() -> Path:
+    """The reference kit directory (built)."""
+    return ensure_reference()
+
+
+@pytest.fixture(scope="session")
+def clients() -> Clients:
+    """The real Debian clients: xenstore-utils, test-xenstore, pyxs."""
+    return ensure_clients()
+
+
+@pytest.fixture(scope="session")
+def xensim(ocaml_ref):
+    """The reference kit's simulation library (guests, sim actions)."""
+    return load_xensim(ocaml_ref)
+
+
+@pytest.fixture(scope="session")
+def guest_backend(xensim) -> XensimGuests:
+    return XensimGuests(xensim)
+
+
+def _need(request, kind: str) -> None:
+    """Resolve what starting a daemon of this kind needs."""
+    if kind == "ocaml":
+        request.getfixturevalue("ocaml_ref")
+    try:
+        debian_conf()
+    except DaemonError:
+        request.getfixturevalue("clients")  # fetches xen-utils-common's config
+
+
+@pytest.fixture
+def start(request):
+    """Factory: start(kind, settings=None) -> a running Daemon, stopped and
+    its scratch dir removed at teardown."""
+    started = []
+
+    def _start(kind: str, settings: DaemonSettings | None = None):
+        _need(request, kind)
+        scratch = make_scratch(f"oxt-{kind[:2]}-")
+        try:
+            daemon = start_daemon(kind, scratch, settings=settings)
+        except DaemonError as e:
+            pytest.fail(f"cannot start the {kind} daemon: {e}", pytrace=False)
+        started.append(daemon)
+        return daemon
+
+    yield _start
+    for daemon in started:
+        daemon.stop()
+        shutil.rmtree(daemon.scratch, ignore_errors=True)
+
+
+@pytest.fixture(params=KINDS)
+def daemon(request, start):
+    """A fresh daemon of each kind (ocaml = Debian's oxenstored, oxsd = ours),
+    Debian's config, socket at <scratch>/run/xenstored/socket."""
+    return start(request.param)
