@@ -215,8 +215,8 @@ class Connection:
     def peek_output(self) -> Packet:
         return self.xb.peek_output()
 
-    def do_output(self) -> bool:
-        return self.xb.output()
+    def do_output(self, nowait: bool = False) -> bool:
+        return self.xb.output(nowait)
 
     def has_more_work(self) -> bool:
         return ((self.has_more_input() and self.can_input())

@@ -594,7 +594,8 @@ class Process:
         self.access_log.xb_op(packet.tid, con.domstr, packet.ty, packet.data)
         con.stat_nb_ops += 1
 
-    def do_output(self, con: Connection) -> None:
+    def do_output(self, con: Connection, nowait: bool = False) -> None:
+        """Flush the source pipe, access-log the head packet, write one packet."""
         con.source_flush_watchevents()
         if not con.has_output():
             return
@@ -604,9 +605,13 @@ class Process:
             if self.trace is not None and not con.has_old_output():
                 self.trace.packet_out(con, pkt)
         try:
-            con.do_output()
+            con.do_output(nowait)
         except Reconnect:
             self._reconnect(con)
+
+    def do_output_nowait(self, con: Connection) -> None:
+        """do_output on a socket that was not polled for POLLOUT."""
+        self.do_output(con, True)
 
     def _reconnect(self, con: Connection) -> None:
         log.info("%s requests a reconnect", con.domstr)

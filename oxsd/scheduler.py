@@ -34,7 +34,7 @@ import time
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional
 
 from .store import Path
-from .xb.xb import EndOfFile
+from .xb.xb import PEEK_DATA, PEEK_EOF, EndOfFile
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -50,6 +50,8 @@ log = logging.getLogger("oxsd.xenstored")
 PERIOD_OPS_INTERVAL = 15.0
 # How often a domain holding io credit is looked at when nothing else wakes the loop.
 CREDIT_POLL_INTERVAL = 0.005
+# Requests already waiting in one socket that are served in one iteration.
+SOCKET_BATCH = 16
 
 _EVENT_READ = selectors.EVENT_READ
 _EVENT_WRITE = selectors.EVENT_WRITE
@@ -259,10 +261,11 @@ class Scheduler:
         self._forget(fd)
         self.cons.del_anonymous(con)
 
-    def _socket_step(self, con: "Connection", step, what: str) -> None:
-        """Run do_input/do_output on a socket; drop it on EOF or an I/O error."""
+    def _socket_step(self, con: "Connection", step, what: str) -> bool:
+        """Run one I/O step on a socket; on EOF or an I/O error drop it and return False."""
         try:
             step(con)
+            return True
         except EndOfFile:
             self._drop_socket(con)
             log.debug("closing socket connection")
@@ -270,6 +273,37 @@ class Scheduler:
             self._drop_socket(con)
             if what == "write" or e.errno != errno.ECONNRESET:
                 log.error("closing socket connection: %s error: %s", what, _strerror(e))
+        return False
+
+    def serve_socket(self, con: "Connection") -> None:
+        """Input on a readable socket, then the replies it produced.
+
+        The original reads one request per socket per iteration and writes
+        its reply on a later one.  Here the replies are written at once
+        (non-blocking: what the socket does not take waits for POLLOUT) and
+        requests already queued in the socket are served in the same
+        iteration, up to SOCKET_BATCH.  What each socket receives, and in
+        what order, is unchanged; only the interleaving with other clients
+        moves, as it would with other arrival times.  A peer that has
+        closed gets no reply: the original reads the EOF first.
+        """
+        process = self.process
+        do_output = process.do_output_nowait
+        xb = con.xb
+        peek = xb.backend.peek
+        for _ in range(SOCKET_BATCH):
+            if not self._socket_step(con, process.do_input, "read"):
+                return
+            state = peek()
+            if state == PEEK_EOF:
+                return  # the next iteration reads the EOF and drops the connection
+            while xb.has_output():
+                if not self._socket_step(con, do_output, "write"):
+                    return
+                if xb.has_old_output():
+                    return  # the socket is full: the rest waits for POLLOUT
+            if state != PEEK_DATA or not con.can_input():
+                return
 
     def process_connection_fds(self, readable: List["Connection"],
                                writable: List["Connection"]) -> None:
@@ -277,17 +311,9 @@ class Scheduler:
         anonymous = self.cons.anonymous
         for con in readable:
             if anonymous.get(con.get_fd()) is con:
-                self._socket_step(con, process.do_input, "read")
+                self.serve_socket(con)
         for con in writable:
             if anonymous.get(con.get_fd()) is con:
-                self._socket_step(con, process.do_output, "write")
-        # A reply produced this iteration goes out now rather than after one
-        # more poll: the bytes and their order on each socket are unchanged.
-        # Not when the peer has already closed: the original reads the EOF
-        # first and drops the connection with its reply unsent (and unlogged).
-        for con in readable:
-            if (con not in writable and anonymous.get(con.get_fd()) is con
-                    and con.has_output() and not con.xb.backend.eof_pending()):
                 self._socket_step(con, process.do_output, "write")
 
     def process_domains(self) -> None:

@@ -138,10 +138,14 @@ class Capacity:
     maxwatchevents: int
 
 
+PEEK_NOTHING, PEEK_DATA, PEEK_EOF = range(3)
+_PEEK_FLAGS = socket.MSG_PEEK | socket.MSG_DONTWAIT
+
+
 class FdBackend:
     """A connected, blocking Unix stream socket (dom0 tools)."""
 
-    __slots__ = ("sock", "fd", "_recv", "_sendall")
+    __slots__ = ("sock", "fd", "_recv", "_send", "_sendall")
 
     def __init__(self, sock: Union[socket.socket, int]) -> None:
         if isinstance(sock, int):
@@ -149,6 +153,7 @@ class FdBackend:
         self.sock = sock
         self.fd = sock.fileno()  # kept: fileno() turns -1 after close
         self._recv = sock.recv
+        self._send = sock.send
         self._sendall = sock.sendall
 
     def read(self, n: int) -> bytes:
@@ -168,14 +173,21 @@ class FdBackend:
             raise EndOfFile()
         return data
 
-    def eof_pending(self) -> bool:
-        """The peer has closed and nothing is left to read before the EOF."""
+    def peek(self) -> int:
+        """What reading now would give, without reading: PEEK_DATA, PEEK_EOF or PEEK_NOTHING."""
         try:
-            return self._recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+            return PEEK_DATA if self._recv(1, _PEEK_FLAGS) else PEEK_EOF
         except (BlockingIOError, InterruptedError):
-            return False
+            return PEEK_NOTHING
         except OSError:
-            return True
+            return PEEK_EOF
+
+    def write_nowait(self, data: bytes, off: int) -> int:
+        """Write what the socket takes now of data[off:]; 0 when it would block."""
+        try:
+            return self._send(memoryview(data)[off:] if off else data, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return 0
 
     def write(self, data: bytes, off: int) -> int:
         """Blocking full write of data[off:] (OCaml Unix.write loops until done)."""
@@ -302,12 +314,14 @@ class Xb:
         return type(backend) is MmapBackend and backend.work_again
 
     # -- output -------------------------------------------------------
-    def output(self) -> bool:
+    def output(self, nowait: bool = False) -> bool:
         """Write at most one packet (the rest of a partly written one first).
 
         True when no partly written packet remains.  Raises Reconnect /
         BadConnection (ring) or OSError (socket).  As in xb.ml, a packet
-        popped from the queue is lost if the write raises.
+        popped from the queue is lost if the write raises.  `nowait`
+        (sockets): write only what the socket takes now and keep the rest,
+        for writes the loop makes without having polled for POLLOUT.
         """
         out = self._out
         off = self._out_off
@@ -316,7 +330,10 @@ class Xb:
                 return True
             out = self.pkt_out.pop().to_bytes()
             off = 0
-        off += self._write(out, off)
+        if nowait:
+            off += self.backend.write_nowait(out, off)
+        else:
+            off += self._write(out, off)
         if off >= len(out):
             self._out = b""
             self._out_off = 0
