@@ -52,6 +52,7 @@ PERIOD_OPS_INTERVAL = 15.0
 CREDIT_POLL_INTERVAL = 0.005
 # Requests already waiting in one socket that are served in one iteration.
 SOCKET_BATCH = 16
+ACCEPT_BATCH = 64
 
 _EVENT_READ = selectors.EVENT_READ
 _EVENT_WRITE = selectors.EVENT_WRITE
@@ -222,13 +223,20 @@ class Scheduler:
 
     # -- special fds ------------------------------------------------------
     def accept_connection(self) -> None:
-        try:
-            csock, _ = self.listen_sock.accept()
-        except (BlockingIOError, InterruptedError):
-            return
-        csock.setblocking(True)
-        log.debug("new connection through socket")
-        self.cons.add_anonymous(csock)
+        """Accept what is waiting (the original takes one per iteration).
+
+        The backlog is 1, as in the original; a Python loop iteration is
+        slower than OCaml's, so taking only one would make concurrent
+        clients with non-blocking connects see EAGAIN.
+        """
+        for _ in range(ACCEPT_BATCH):
+            try:
+                csock, _ = self.listen_sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            csock.setblocking(True)
+            log.debug("new connection through socket")
+            self.cons.add_anonymous(csock)
 
     def handle_eventchn(self) -> None:
         event = self.event
