@@ -107,6 +107,9 @@ class NotFound(KeyError):
 class InvalidArgument(ValueError):
     """OCaml's Invalid_argument: EINVAL."""
 
+    def ocaml_str(self) -> str:
+        return f'Invalid_argument("{self.args[0] if self.args else ""}")'
+
 
 class Failure(Exception):
     """OCaml's Failure; `msg` decides the error (only "int_of_string" is EINVAL)."""

@@ -25,6 +25,7 @@ from . import quota as Quota
 from . import utils as Utils
 from .connection import Connection
 from .history import History, HistoryRecord
+from .logging_ import exn_to_string
 from .packet import Ack, Error, Reply, Request, Response, response_equal
 from .store import Path
 from .transaction import Transaction
@@ -429,7 +430,11 @@ class Process:
                  response: Response, wlog: Optional[Tuple[int, str]]) -> None:
         if wlog is not None:
             self.access_log.xb_op(wlog[0], wlog[1], request.ty, request.data)
-        kind, fct = self._simple[request.ty]
+        simple = self._simple.get(request.ty)
+        if simple is None:  # CONTROL, TRANSACTION_START... recorded in a transaction
+            log.error("called function_of_type_simple_op on operation %s", request.ty.name)
+            raise Define.InvalidArgument(request.ty.name)
+        kind, fct = simple
         response2 = self.input_handle_error(kind, fct, con, txn, request)
         if wlog is not None:
             self._write_response_log(request.ty, wlog[0], wlog[1], response2)
@@ -457,7 +462,7 @@ class Process:
             self._apportion_blame(c, t, txid, operations)
             return False
         except Exception as exn:
-            log.info("transaction_replay %d caught: %r", tid, exn)
+            log.info("transaction_replay %d caught: %s", tid, exn_to_string(exn))
             return False
         finally:
             c.transactions.pop(tid, None)
@@ -546,7 +551,7 @@ class Process:
                 response = Error("EQUOTA")
             self.send_response(ty, con, t.get_id(), rid, response)
         except Exception as exn:
-            log.error("process packet: %r. %s", exn, traceback.format_exc())
+            log.error("process packet: %s. %s", exn_to_string(exn), traceback.format_exc())
             con.send_error(tid, rid, "EIO")
 
     def _execute_with_history(self, kind, fct, con: Connection, t: Transaction,

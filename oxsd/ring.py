@@ -107,6 +107,10 @@ class BadConnection(Exception):
     def __init__(self, msg: str = "bad connection") -> None:
         super().__init__(msg)
 
+    def ocaml_str(self) -> str:
+        """Printexc.to_string of the original's exception."""
+        return f'Failure("{self.args[0]}")'
+
 
 Buffer = Union[bytearray, memoryview, mmap.mmap]  # any writable byte buffer
 
