@@ -156,6 +156,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         write_pidfiles()
 
     daemon = build_daemon(cf, settings, listen_sock, argv)
+    if cf.tracefile:  # -T FILE: every packet in and out, as a replayable scenario
+        from .trace import open_tracer
+        open_tracer(cf.tracefile, argv).install(daemon)
     sched = daemon.scheduler
     access_log = daemon.access_log
 
@@ -260,7 +263,8 @@ def run(sched: Scheduler, cf: CmdLine) -> None:
             sched.main_loop()
         except Exception as exc:
             import traceback
-            log.error("caught exception %r: %s", exc, traceback.format_exc())
+            from .logging_ import exn_to_string
+            log.error("caught exception %s: %s", exn_to_string(exc), traceback.format_exc())
             if cf.reraise_top_level:
                 raise
 

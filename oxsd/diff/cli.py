@@ -3,18 +3,27 @@
     oxsd-diff tests/scenarios                 # ocaml vs oxsd, every *.scn
     oxsd-diff -k ocaml,ocaml tests/scenarios  # determinism check of the harness
     oxsd-diff --show ocaml tests/scenarios/watches.scn  # what the reference does
+    oxsd-diff --ocaml-binary /usr/lib/xen-4.17/bin/oxenstored tests/scenarios
+    oxsd-diff record --listen /tmp/p.sock --upstream /run/xenstored/socket -o t.scn
+    oxsd-diff import-access-log xenstored-access.log -o t.scn
+
+Scenarios with ring guests (``guest``/``sim`` lines) run on oxsd's own
+simulated hypervisor tooling (oxsd.sim).  Traces written by ``oxsd -T FILE``
+and by ``record`` are scenarios too.
 
 Exit status: 0 all identical, 1 differences, 2 a daemon could not be run.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from pathlib import Path
 
 from .compare import Comparison, compare
 from .daemons import KINDS, DaemonError, DaemonSettings, make_scratch, start_daemon
+from .guests import SimGuests
 from .runner import GuestBackend, Recording, run_scenario
 from .scenario import Scenario, ScenarioError, load
 from .wire import describe, escape
@@ -32,16 +41,19 @@ def scenario_files(paths: list[str]) -> list[Path]:
     return out
 
 
-def settings_for(scn: Scenario) -> DaemonSettings:
-    return DaemonSettings(extra_conf=list(scn.config), domain_init=scn.domain_init)
+def settings_for(scn: Scenario, binary: str | None = None) -> DaemonSettings:
+    return DaemonSettings(extra_conf=list(scn.config), domain_init=scn.domain_init,
+                          binary=binary)
 
 
 def record(kind: str, scn: Scenario, guests: GuestBackend | None = None,
-           keep: bool = False) -> Recording:
-    """Start a fresh daemon of `kind`, run the scenario, stop it."""
+           keep: bool = False, binary: str | None = None) -> Recording:
+    """Start a fresh daemon of `kind`, run the scenario, stop it.  `binary`
+    replaces Debian's oxenstored for the ``ocaml`` kind."""
     scratch = make_scratch(f"oxd-{kind[:2]}-")
     try:
-        daemon = start_daemon(kind, scratch, settings=settings_for(scn))
+        daemon = start_daemon(kind, scratch, settings=settings_for(
+            scn, binary if kind == "ocaml" else None))
     except DaemonError:
         shutil.rmtree(scratch, ignore_errors=True)  # the error carries its output
         raise
@@ -63,14 +75,14 @@ def _discard(rec: Recording) -> None:
 
 def diff_scenario(scn: Scenario, kinds: tuple[str, str] = ("ocaml", "oxsd"),
                   guests: GuestBackend | None = None, keep: bool = False,
-                  keep_different: bool = True) -> Comparison:
+                  keep_different: bool = True, binary: str | None = None) -> Comparison:
     """Run a scenario on two fresh daemons and compare the recordings.
     The scratch dirs (configs, logs, daemon output) are kept with keep=True,
     or when the recordings differ and keep_different is set."""
     recs: list[Recording] = []
     try:
         for kind in kinds:
-            recs.append(record(kind, scn, guests, keep=True))
+            recs.append(record(kind, scn, guests, keep=True, binary=binary))
     except DaemonError:
         for rec in recs:
             _discard(rec)
@@ -102,7 +114,43 @@ def format_recording(rec: Recording) -> str:
     return "\n".join(out)
 
 
+SUBCOMMANDS = ("record", "import-access-log")
+
+
+def _record_main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="oxsd-diff record",
+                                 description="recording proxy in front of any xenstored")
+    ap.add_argument("--listen", required=True, help="socket path clients connect to")
+    ap.add_argument("--upstream", required=True, help="the daemon's socket")
+    ap.add_argument("-o", "--output", required=True, help="scenario file to write")
+    args = ap.parse_args(argv)
+    from .proxy import serve  # lazy: proxy imports oxsd.trace, which imports this package
+    return serve(args.listen, args.upstream, args.output)
+
+
+def _import_main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="oxsd-diff import-access-log",
+                                 description="turn an access log into a scenario "
+                                 "(what is lost: see oxsd/diff/accesslog.py)")
+    ap.add_argument("logfile")
+    ap.add_argument("-o", "--output", required=True)
+    args = ap.parse_args(argv)
+    from .accesslog import import_access_log
+    text = import_access_log(Path(args.logfile).read_text(errors="surrogateescape"),
+                             source=args.logfile)
+    Path(args.output).write_text(text)
+    print(f"wrote {args.output}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        return {"record": _record_main, "import-access-log": _import_main}[argv[0]](argv[1:])
+    return _diff_main(argv)
+
+
+def _diff_main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="oxsd-diff", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("paths", nargs="+", help=f"scenario files or directories of *{SUFFIX}")
@@ -110,33 +158,55 @@ def main(argv: list[str] | None = None) -> int:
                     help="the two daemons to compare (default ocaml,oxsd)")
     ap.add_argument("--show", metavar="KIND", choices=KINDS,
                     help="run on one daemon and print what it did, no comparison")
+    ap.add_argument("--ocaml-binary", metavar="PATH",
+                    help="oxenstored binary to run as the 'ocaml' kind (default: Debian's, "
+                         "from the reference kit), on the same simulated hypervisor")
+    ap.add_argument("--no-guests", action="store_true",
+                    help="skip scenarios with ring guests instead of running them on oxsd.sim")
     ap.add_argument("--keep", action="store_true", help="keep scratch dirs")
     ap.add_argument("-q", "--quiet", action="store_true", help="only report differences")
     args = ap.parse_args(argv)
     kinds = tuple(args.kinds.split(","))
     if len(kinds) != 2 or not set(kinds) <= set(KINDS):
         ap.error(f"--kinds takes two of {', '.join(KINDS)}")
+    if args.ocaml_binary and not os.access(args.ocaml_binary, os.X_OK):
+        print(f"--ocaml-binary {args.ocaml_binary}: not an executable file", file=sys.stderr)
+        return 2
     try:
         scenarios = [load(p) for p in scenario_files(args.paths)]
     except (OSError, ScenarioError) as e:
         print(e, file=sys.stderr)
         return 2
+    guests = SimGuests()
     status = 0
+    counts = {"identical": 0, "differ": 0, "skipped": 0, "failed": 0}
     for scn in scenarios:
-        if scn.needs_guests:
-            print(f"{scn.path}: skipped (needs ring guests; run it from the test suite)")
+        if scn.needs_guests and args.no_guests:
+            print(f"{scn.path}: skipped (needs ring guests)")
+            counts["skipped"] += 1
             continue
+        backend = guests if scn.needs_guests else None
         try:
             if args.show:
-                print(format_recording(record(args.show, scn, keep=args.keep)))
+                print(format_recording(record(args.show, scn, backend, keep=args.keep,
+                                              binary=args.ocaml_binary)))
                 continue
-            cmp = diff_scenario(scn, kinds, keep=args.keep)
+            cmp = diff_scenario(scn, kinds, backend, keep=args.keep, binary=args.ocaml_binary)
         except DaemonError as e:
             print(f"{scn.path}: cannot run: {e}", file=sys.stderr)
+            counts["failed"] += 1
             status = 2
             continue
+        counts["identical" if cmp.identical else "differ"] += 1
         if not cmp.identical:
             status = max(status, 1)
         if not (args.quiet and cmp.identical):
             print(cmp.report(), flush=True)
+    if not args.show:
+        line = (f"{len(scenarios)} scenarios, {counts['identical']} identical, "
+                f"{counts['differ']} differ")
+        for key in ("skipped", "failed"):
+            if counts[key]:
+                line += f", {counts[key]} {key}"
+        print(line)
     return status

@@ -62,6 +62,7 @@ class DaemonSettings:
     extra_conf: list[str] = field(default_factory=list)  # appended config lines
     domain_init: bool = True
     extra_args: list[str] = field(default_factory=list)
+    binary: str | None = None  # another oxenstored for the ``ocaml`` kind
 
 
 def find_ocaml_ref() -> Path | None:
@@ -260,11 +261,33 @@ def start_reference(scratch: Path, sim_dir: Path | None = None,
     args = list(settings.extra_args)
     if not settings.domain_init:
         args.insert(0, "--no-domain-init")
+    launcher = ref / "run-oxenstored.sh"
+    if settings.binary:
+        launcher = _launcher_for(ref, Path(settings.binary), scratch)
     with open(scratch / "daemon.out", "ab") as out:
         proc = subprocess.Popen(
-            [str(ref / "run-oxenstored.sh"), str(sim_dir), str(scratch)] + args,
+            [str(launcher), str(sim_dir), str(scratch)] + args,
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
     return _wait_ready(Daemon("ocaml", proc, scratch, sim_dir, settings), timeout)
+
+
+def _launcher_for(ref: Path, binary: Path, scratch: Path) -> Path:
+    """A copy of the reference launcher that runs `binary` instead of Debian's
+    oxenstored (same sim, fake libs, config and mounts)."""
+    binary = binary.resolve()
+    if not (binary.is_file() and os.access(binary, os.X_OK)):
+        raise DaemonError(f"{binary}: not an executable file")
+    text = (ref / "run-oxenstored.sh").read_text()
+    subs = {'HERE=$(cd "$(dirname "$0")" && pwd)': f"HERE='{ref}'",
+            'BIN="$ROOT/usr/lib/xen-4.17/bin/oxenstored"': f"BIN='{binary}'"}
+    for old, new in subs.items():
+        if old not in text:
+            raise DaemonError(f"cannot adapt {ref}/run-oxenstored.sh (no line {old!r})")
+        text = text.replace(old, new)
+    path = scratch / "run-oxenstored.sh"
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
 
 
 def start_oxsd(scratch: Path, sim_dir: Path | None = None,
