@@ -132,6 +132,7 @@ class Process:
             Op.MKDIR: (ACK, self.do_mkdir),
             Op.RM: (ACK, self.do_rm),
             Op.SET_PERMS: (ACK, self.do_setperms),
+            Op.WATCH_EVENT: (ACK, self.do_error), Op.ERROR: (ACK, self.do_error),  # catch-all: replayable
         }
         self._table: Dict[Op, Tuple[int, Callable]] = dict(self._simple)
         self._table.update({
@@ -662,13 +663,17 @@ class LiveUpdateError(Exception):
 class LiveUpdate:
     """The XS_CONTROL live-update state machine (control.md §3)."""
 
-    def __init__(self, binary: str, cmdline: List[str], clock=time.time) -> None:
+    def __init__(self, binary: str, cmdline: List[str], clock=time.time,
+                 interpreter_args: Tuple[str, ...] = ()) -> None:
         self.state = LiveUpdateState(binary, list(cmdline))
         self.clock = clock
+        # `-m oxsd` when the binary is the Python interpreter: it must come first.
+        self.interpreter_args = list(interpreter_args)
 
     def args_of(self, st: LiveUpdateState) -> Tuple[str, List[str]]:
         filtered = [x for x in st.cmdline if x not in FORCED_ARGS]
-        return st.binary, list(FORCED_ARGS) + filtered
+        prefix = self.interpreter_args if st.binary == sys.executable else []
+        return st.binary, prefix + list(FORCED_ARGS) + filtered
 
     def string_of(self, st: LiveUpdateState) -> str:
         exe, rest = self.args_of(st)

@@ -11,7 +11,7 @@ import signal
 import socket
 import sys
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from . import paths as Paths
 from . import perms as Perms
@@ -75,12 +75,9 @@ def executable_name(argv: List[str]) -> str:
     return sys.executable
 
 
-def self_argv(argv: List[str]) -> List[str]:
-    """Our arguments as a re-exec would need them (with `-m oxsd` when run as a module)."""
-    exe = argv[0] if argv else ""
-    if executable_name(argv) == sys.executable and not exe.endswith("python3"):
-        return ["-m", "oxsd"] + argv[1:]
-    return argv[1:]
+def interpreter_args(argv: List[str]) -> Tuple[str, ...]:
+    """`-m oxsd` when we were started as a module (live update must exec the same way)."""
+    return ("-m", "oxsd") if executable_name(argv) == sys.executable else ()
 
 
 def load_settings(cf: CmdLine) -> Settings:
@@ -172,15 +169,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 
     if cf.activate_access_log:
-        access_log = AccessLog(settings, True, post_rotate=lambda: None)
+        # Rotating the access log also writes the state dump (the original's hook).
+        access_log = AccessLog(settings, True, post_rotate=lambda: dump_db(daemon, False))
         daemon.set_access_log(access_log)
 
     Systemd.sd_notify_ready()
-    run(sched, cf)
+    live = run(daemon, cf)
     log.info("stopping xenstored")
     for p in (pidfile, cf.pidfile):
         if p:
             Stdext.unlink_safe(p)
+    if live:
+        launch_live_update(daemon)
     return 0
 
 
@@ -206,7 +206,8 @@ class Daemon:
 
 def build_daemon(cf: CmdLine, settings: Settings, listen_sock: Optional[socket.socket],
                  argv: List[str]) -> Daemon:
-    """Steps 8-12 of cli.md §2: store, logs, specials, domains, dom0's ring, /tool."""
+    """Steps 8-12 of cli.md §2: store, logs, specials, restore or domains + dom0's ring, /tool."""
+    from . import db as DB
     from .logging_ import AccessLog, setup_xenstored_log
     store = Store.create(settings)
     txreg = TransactionRegistry(settings)
@@ -215,27 +216,46 @@ def build_daemon(cf: CmdLine, settings: Settings, listen_sock: Optional[socket.s
     write_specials(store)
     access_log = AccessLog.disabled()
     cons = Connections(settings, access_log)
-    live_update = LiveUpdate(executable_name(argv), self_argv(argv))
+    live_update = LiveUpdate(executable_name(argv), argv[1:],
+                             interpreter_args=interpreter_args(argv))
     process = Process(store=store, cons=cons, doms=None, settings=settings,
                       access_log=access_log, txreg=txreg, history=history,
                       live_update=live_update)
-    log.info("No live reload: regular startup")
-    hv = open_hypervisor(cf)
-    event = None
-    if hv is not None:
+    loop: List[Scheduler] = []  # the scheduler, once built (conflict-pause callback)
+    hv_cell: List = []
+
+    def domains_init(evtchn_fd: Optional[int], domexc_port: Optional[int]):
+        """Event.init + Domains.init: a fresh handle, or the one inherited through exec."""
+        if not hv_cell:
+            hv_cell.append(open_hypervisor(cf))
+        hv = hv_cell[0]
+        if hv is None:
+            return None
+        from .domains import Domains
         from .event import Event
-        event = Event.init(hv.open_evtchn())
-    sched = Scheduler(store=store, cons=cons, doms=None, process=process, settings=settings,
+        event = Event.init(hv.open_evtchn(evtchn_fd), domexc_port)
+        return Domains(event, hv, settings,
+                       lambda: loop[0].advance_next_frequent_ops() if loop else None)
+
+    db_path = Paths.xs_daemon_database()
+    if cf.restart and os.path.exists(db_path):
+        rw, doms = DB.from_file(db_path, DB.Restorer(store, cons, domains_init))
+        if rw is not None:
+            listen_sock = rw
+        log.info("Live reload: database loaded")
+        live_update.completed()
+    else:
+        log.info("No live reload: regular startup")
+        doms = domains_init(None, None)
+        init_store_tree(store)
+        if cf.domain_init and doms is not None:
+            cons.add_domain(doms.create0())
+    event = doms.eventchn if doms is not None else None
+    process.doms = doms
+    sched = Scheduler(store=store, cons=cons, doms=doms, process=process, settings=settings,
                       history=history, listen_sock=listen_sock, event=event,
                       poll_evtchn=cf.domain_init and event is not None)
-    if event is not None:
-        from .domains import Domains
-        doms = Domains(event, hv, settings, sched.advance_next_frequent_ops)
-        process.doms = doms
-        sched.doms = doms
-    init_store_tree(store)
-    if cf.domain_init and sched.doms is not None:
-        cons.add_domain(sched.doms.create0())
+    loop.append(sched)
     write_tool_node(store, live_update.state.binary)
     return Daemon(settings, store, cons, process, sched, access_log)
 
@@ -257,16 +277,42 @@ def _sigusr1(store: Store) -> None:
         pass
 
 
-def run(sched: Scheduler, cf: CmdLine) -> None:
+def dump_db(daemon: "Daemon", with_socket: bool = True) -> None:
+    from . import db as DB
+    sched = daemon.scheduler
+    DB.to_file(daemon.store, daemon.cons, sched.listen_sock if with_socket else None,
+               sched.event, Paths.xs_daemon_database())
+
+
+def run(daemon: "Daemon", cf: CmdLine) -> bool:
+    """The loop; after SIGTERM or a due live update, dump the state each iteration until
+    no connection blocks.  True when a live update should follow."""
+    from .logging_ import exn_to_string
+    sched = daemon.scheduler
+    live_update = daemon.process.live_update
+    live = False
     while not (sched.quit and not sched.cons.prevents_quit()):
         try:
             sched.main_loop()
+            live = live_update.should_run(sched.cons)
+            if live or sched.quit:
+                # Don't start a live update if the state cannot be saved.
+                dump_db(daemon)
+                sched.quit = True
         except Exception as exc:
             import traceback
-            from .logging_ import exn_to_string
             log.error("caught exception %s: %s", exn_to_string(exc), traceback.format_exc())
             if cf.reraise_top_level:
                 raise
+    return live
+
+
+def launch_live_update(daemon: "Daemon") -> None:
+    """exec the new daemon with --live --restart; the dumped descriptors survive."""
+    daemon.access_log.live_update()
+    argv = daemon.process.live_update.argv()
+    log.info("Launching %s, args: %s", argv[0], " ".join(argv[1:]))
+    os.execv(argv[0], argv)
 
 
 def apply_sim_defaults(settings: Settings, simdir: str) -> None:
