@@ -1,73 +1,218 @@
 #!/usr/bin/env python3
 """Transaction cycles per second, oxsd against the OCaml oxenstored, in one run.
 
-A cycle is TRANSACTION_START, WRITE inside it, TRANSACTION_END commit, each
-waiting for its reply, on one socket connection (fresh daemons, Debian's
-config, started by oxsd.diff.daemons).  With --clients K, K connections run
-cycles on K shared keys at once (conflicts retried on EAGAIN), which
-exercises coalescing and replay.  Prints cycles/s, daemon CPU per cycle and
-the ratio oxsd/ocaml.
+A cycle is TRANSACTION_START, a WRITE inside it, TRANSACTION_END commit.
+Both daemons are fresh, with Debian's config (access log on), started by
+oxsd.diff.daemons.  Rows:
 
-    python3 bench/bench_transactions.py            # 3000 cycles, 1 and 4 clients
+* ``socket x1``: one socket client, each request waits for its reply
+  (bound by the round trip as much as by the daemon);
+* ``socket x1 pipelined``: one socket client keeping 16 cycles in flight
+  (nothing else changes the store, so every id is the previous one + 1 and
+  every commit takes the fast path): the daemon's own throughput;
+* ``socket x4 disjoint``: four clients on their own keys: commits take the
+  fast path or coalesce;
+* ``socket x4 counter``: four clients incrementing one shared counter
+  (read-modify-write, retried on EAGAIN): coalescing fails, replays,
+  conflicts; only committed cycles count, retries are shown;
+* ``guest x1``: one ring guest (simulated domain), waiting for each reply.
+
+For each row: committed cycles per second, the daemon's CPU time per
+committed cycle (utime + stime from /proc, 10 ms resolution: keep -n large),
+and the ratio oxsd/ocaml of the cycle rates.
+
+    python3 bench/bench_transactions.py            # 3000 cycles per row
+    python3 bench/bench_transactions.py -n 10000 --rows pipelined
 """
 from __future__ import annotations
 
 import argparse
 import shutil
+import socket
+import struct
 import sys
 import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_socket import cpu_seconds  # noqa: E402
 from oxsd.diff.daemons import DaemonError, DaemonSettings, make_scratch, start_daemon  # noqa: E402
-from oxsd.sim.client import SocketClient, XsError  # noqa: E402
+from oxsd.sim.client import SocketClient  # noqa: E402
+from oxsd.sim.guest import Guest, Sim  # noqa: E402
+
+HDR = struct.Struct("<IIII")
+XS_TRANSACTION_START, XS_TRANSACTION_END, XS_WRITE, XS_ERROR = 6, 7, 11, 16
+PIPELINE = 16
+ROWS = ("x1", "pipelined", "disjoint", "counter", "guest")
+LABELS = {"x1": "socket x1", "pipelined": f"socket x1 pipelined ({PIPELINE})",
+          "disjoint": "socket x4 disjoint", "counter": "socket x4 counter",
+          "guest": "guest x1"}
 
 
-def cycles(path: str, key: str, n: int, counts: list, index: int) -> None:
+def connect(path: str) -> SocketClient:
+    """A socket client; retried while the daemon's backlog of 1 is full (EAGAIN)."""
+    deadline = time.monotonic() + 10.0
+    while True:
+        try:
+            return SocketClient(path, timeout=30.0)
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
+def _is_again(e: Exception) -> bool:
+    return getattr(e, "err", None) == "EAGAIN"
+
+
+def sequential_cycles(client, key: str, n: int) -> tuple[int, int]:
+    """n blind-write cycles, each request waiting for its reply: (committed, retried)."""
     done = retried = 0
-    with SocketClient(path, timeout=30.0) as c:
-        while done < n:
-            tx = c.transaction_start()
-            c.write(key, b"v%d" % done, tx)
-            try:
-                c.transaction_end(tx, True)
-                done += 1
-            except XsError as e:
-                if e.err != "EAGAIN":
-                    raise
-                retried += 1
-    counts[index] = (done, retried)
+    while done < n:
+        tx = client.transaction_start()
+        client.write(key, b"v%d" % done, tx)
+        try:
+            client.transaction_end(tx, True)
+            done += 1
+        except Exception as e:
+            if not _is_again(e):
+                raise
+            retried += 1
+    return done, retried
 
 
-def measure(daemon, n: int, clients: int) -> dict:
-    per = n // clients
-    counts = [None] * clients
+def counter_cycles(client, key: str, n: int) -> tuple[int, int]:
+    """n read-modify-write increments retried on EAGAIN: (committed, retried)."""
+    done = retried = 0
+    while done < n:
+        tx = client.transaction_start()
+        value = int(client.read(key, tx))
+        client.write(key, str(value + 1), tx)
+        try:
+            client.transaction_end(tx, True)
+            done += 1
+        except Exception as e:
+            if not _is_again(e):
+                raise
+            retried += 1
+    return done, retried
+
+
+def pipelined_cycles(path: str, n: int) -> tuple[int, int]:
+    """n cycles, PIPELINE in flight, on a fresh connection (ids 1, 2, ... predicted)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(path)
+
+    def cycle(i: int) -> bytes:
+        tid = i + 1
+        payload = b"/bench/p\0v%d" % i
+        return (HDR.pack(XS_TRANSACTION_START, 3 * i, 0, 1) + b"\0"
+                + HDR.pack(XS_WRITE, 3 * i + 1, tid, len(payload)) + payload
+                + HDR.pack(XS_TRANSACTION_END, 3 * i + 2, tid, 2) + b"T\0")
+
+    try:
+        sent = min(PIPELINE, n)
+        sock.sendall(b"".join(cycle(i) for i in range(sent)))
+        replies = 0
+        buf = bytearray()
+        while replies < 3 * n:
+            data = sock.recv(1 << 16)
+            if not data:
+                raise ConnectionError("daemon closed the connection")
+            buf += data
+            pos = got = 0
+            while len(buf) - pos >= 16:
+                op, rid, _tx, length = HDR.unpack_from(buf, pos)
+                if len(buf) - pos < 16 + length:
+                    break
+                if op == XS_ERROR:
+                    raise RuntimeError(f"rid {rid}: {bytes(buf[pos + 16:pos + 16 + length])!r}")
+                if op == XS_TRANSACTION_START and bytes(buf[pos + 16:pos + 16 + length]) != (
+                        b"%d\0" % (rid // 3 + 1)):
+                    raise RuntimeError("unexpected transaction id: ids not sequential")
+                pos += 16 + length
+                got += op == XS_TRANSACTION_END
+                replies += 1
+            del buf[:pos]
+            if got and sent < n:
+                more = min(got, n - sent)
+                sock.sendall(b"".join(cycle(i) for i in range(sent, sent + more)))
+                sent += more
+    finally:
+        sock.close()
+    return n, 0
+
+
+def timed(daemon, work: list) -> dict:
+    """Run the work callables in threads; committed cycles/s and daemon CPU per cycle."""
+    results: list = [None] * len(work)
+    errors: list = []
+
+    def run(i: int, fn) -> None:
+        try:
+            results[i] = fn()
+        except Exception as e:  # reported, not lost in the thread
+            errors.append(e)
+
     cpu0 = cpu_seconds(daemon.pid)
     t0 = time.perf_counter()
-    threads = [threading.Thread(target=cycles, args=(daemon.socket_path, f"/bench/t{i % 2}",
-                                                     per, counts, i)) for i in range(clients)]
+    threads = [threading.Thread(target=run, args=(i, fn)) for i, fn in enumerate(work)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     dt = time.perf_counter() - t0
     cpu = cpu_seconds(daemon.pid) - cpu0
-    total = sum(c[0] for c in counts)
-    return {"rate": total / dt, "cpu": cpu / total * 1e6, "retries": sum(c[1] for c in counts)}
+    if errors:
+        raise RuntimeError(errors[0])
+    done = sum(r[0] for r in results)
+    return {"rate": done / dt, "cpu": cpu / done * 1e6, "retries": sum(r[1] for r in results)}
 
 
-def bench_kind(kind: str, n: int) -> dict | str:
+def run_row(daemon, row: str, n: int) -> dict:
+    path = daemon.socket_path
+    if row == "pipelined":
+        return timed(daemon, [lambda: pipelined_cycles(path, n)])
+    if row == "guest":
+        sim = Sim(str(daemon.sim_dir))
+        with connect(path) as d0:
+            g = Guest(sim, 7)
+            d0.mkdir("/local/domain/7")
+            d0.set_perms("/local/domain/7", ["n7"])
+            d0.introduce(7, g.mfn, g.port)
+        try:
+            return timed(daemon, [lambda: sequential_cycles(g, "data/t", n)])
+        finally:
+            g.close()
+    clients = [connect(path) for _ in range(1 if row == "x1" else 4)]
+    try:
+        if row == "counter":
+            clients[0].write("/bench/counter", "0")
+            work = [lambda c=c: counter_cycles(c, "/bench/counter", n // len(clients))
+                    for c in clients]
+        else:
+            work = [lambda c=c, i=i: sequential_cycles(c, f"/bench/k{i}", n // len(clients))
+                    for i, c in enumerate(clients)]
+        return timed(daemon, work)
+    finally:
+        for c in clients:
+            c.close()
+
+
+def bench_kind(kind: str, n: int, rows) -> dict | str:
     scratch = make_scratch(f"oxb-{kind[:2]}-")
     try:
         daemon = start_daemon(kind, scratch, settings=DaemonSettings(log_level="warn"))
     except DaemonError as e:
         shutil.rmtree(scratch, ignore_errors=True)
-        return f"n/a ({e})"
+        return f"n/a ({str(e).splitlines()[0]})"
     try:
-        return {k: measure(daemon, n, k) for k in (1, 4)}
+        return {row: run_row(daemon, row, n) for row in rows}
+    except (OSError, RuntimeError, ConnectionError) as e:
+        return f"failed: {e}"
     finally:
         daemon.stop()
         shutil.rmtree(scratch, ignore_errors=True)
@@ -75,21 +220,28 @@ def bench_kind(kind: str, n: int) -> dict | str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("-n", type=int, default=3000, help="cycles per measurement (3000)")
+    ap.add_argument("-n", type=int, default=3000, help="committed cycles per row (3000)")
+    ap.add_argument("--rows", default=",".join(ROWS), help=f"subset of {','.join(ROWS)}")
     args = ap.parse_args(argv)
-    results = {kind: bench_kind(kind, args.n) for kind in ("ocaml", "oxsd")}
-    print(f"transaction start/write/commit cycles, {args.n} per row")
-    print(f"{'clients':>7} {'ocaml cyc/s':>12} {'ocaml cpu':>10} {'oxsd cyc/s':>11} "
-          f"{'oxsd cpu':>9} {'oxsd/ocaml':>10}  retries ocaml/oxsd")
+    rows = [r for r in args.rows.split(",") if r]
+    unknown = set(rows) - set(ROWS)
+    if unknown:
+        ap.error(f"unknown rows: {', '.join(sorted(unknown))}")
+    results = {kind: bench_kind(kind, args.n, rows) for kind in ("ocaml", "oxsd")}
+    print(f"transaction start/write/commit cycles, {args.n} committed per row, "
+          "Debian config (access log on)")
     failed = [k for k, r in results.items() if isinstance(r, str)]
     for k in failed:
         print(f"{k}: {results[k]}")
     if failed:
         return 1
-    for clients in (1, 4):
-        o, x = results["ocaml"][clients], results["oxsd"][clients]
-        print(f"{clients:>7} {o['rate']:>12,.0f} {o['cpu']:>7.0f} us {x['rate']:>11,.0f} "
-              f"{x['cpu']:>6.0f} us {x['rate'] / o['rate']:>10.2f}  {o['retries']}/{x['retries']}")
+    print(f"{'row':<26} {'ocaml cyc/s':>11} {'ocaml cpu':>10} {'oxsd cyc/s':>11} "
+          f"{'oxsd cpu':>10} {'oxsd/ocaml':>10}  retries ocaml/oxsd")
+    for row in rows:
+        o, x = results["ocaml"][row], results["oxsd"][row]
+        print(f"{LABELS[row]:<26} {o['rate']:>11,.0f} {o['cpu']:>7.0f} us {x['rate']:>11,.0f} "
+              f"{x['cpu']:>7.0f} us {x['rate'] / o['rate']:>10.2f}  "
+              f"{o['retries']}/{x['retries']}")
     return 0
 
 

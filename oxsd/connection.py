@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Deque, Dict, Generic, List, Optional, Tuple, TypeVar
 
 from . import perms as Perms

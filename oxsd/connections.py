@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 from . import perms as Perms
 from .connection import Connection, Watch
 from .store import Path
+from .ocaml_hashtbl import Hashtbl
 from .trie import Trie
 from .xb.xb import Xb
 
@@ -17,6 +18,17 @@ if TYPE_CHECKING:
     from .store import Node
 
 log = logging.getLogger("oxsd.connections")
+
+
+CONS_TABLE_SIZE = 37  # Hashtbl.create 37 in connections.ml
+
+
+def hashtbl_order(table: Dict[int, Connection]) -> List[Connection]:
+    """The values of a connection table in OCaml Hashtbl.iter order (replaying the insertions)."""
+    h: Hashtbl[int, Connection] = Hashtbl(CONS_TABLE_SIZE)
+    for key, con in table.items():
+        h.replace(key, con)
+    return list(h.values())
 
 
 def key_of_str(apath: str) -> Tuple[str, ...]:
@@ -185,7 +197,13 @@ class Connections:
         return "Watches with pending events: 0, pending events total: 0"
 
     def prevents_quit(self) -> List[Connection]:
-        return [c for c in self.iter() if c.prevents_live_update()]
+        """Blocking connections, in the order of the original's `filter` (two Hashtbl folds)."""
+        blocking = [c for c in self.iter() if c.prevents_live_update()]
+        if len(blocking) <= 1:
+            return blocking
+        ordered = (list(reversed(hashtbl_order(self.domains)))
+                   + list(reversed(hashtbl_order(self.anonymous))))
+        return [c for c in ordered if c in blocking]
 
 
 # -- firing (connection.ml's fire_* functions; they need the store) ------

@@ -1,170 +1,365 @@
-"""The state dump for `--restart` and live update (port of xenstored.ml's module DB).
+"""The live-update DB dump `$xenstored-dump-format` (port of xenstored.ml's module DB).
 
-Format (persistence.md §1), one record per line, fields separated by
-commas, strings hex-encoded:
+persistence.md §1-2.  The dump is text, one comma-separated record per
+line, byte-compatible with oxenstored 4.17 in both directions:
 
     $xenstored-dump-format
     global,<listening socket fd or -1>
-    evtchn-dev,<event-channel fd>,<VIRQ_DOM_EXC local port>
-    dom,<domid>,<mfn>,<remote port>,<local port>      (per domain connection)
-    socket,<fd>                                       (per socket connection)
-    watch,<domid, or -fd for a socket>,<hex path>,<hex token>
-    store,<hex path>,<hex perms>,<hex value>          (every node, pre-order)
+    evtchn-dev,<event-channel fd>,<DOM_EXC local port>
+    dom,<domid>,<mfn>,<remote port>,<local port>    } each domain connection,
+    watch,<domid>,<hex path>,<hex token>            } then its watches
+    socket,<fd>                                     } each socket connection,
+    watch,<-fd>,<hex path>,<hex token>              } then its watches
+    store,<hex path>,<hex perms>,<hex value>        each node, pre-order
 
-File descriptors only mean something to a process that inherited them
-(live update execs itself); after a plain restart the socket lines name
-dead descriptors and are skipped, as in the original.
+Connections come in the original's `Hashtbl.iter` order (domains, then
+sockets), watches in each connection's Hashtbl order, nodes pre-order with
+children by descending name.  Hex is two lowercase digits per byte.
+
+What the numbers mean, and what therefore survives what:
+
+* fd numbers (`global`, `evtchn-dev`, `socket`, and the negated fd of a
+  socket's watches) name descriptors of the writing process.  They are
+  only meaningful to a process that inherited them through `exec`, i.e.
+  after a live update.  Read by a fresh process (`--restart` without
+  `--live`, or after SIGTERM) they name whatever that process has open
+  under those numbers, usually nothing: the lines are then ignored with a
+  warning, as in the original.
+* the `dom` local ports were bound by the old event-channel handle; they
+  stay bound only while that handle's fd lives on (exec), not after the
+  process died.
+* the store (paths, perms, values) and the watches of restored
+  connections cross any restart, within `quota-maxsize` (a longer value
+  fails, with its subtree [quirk]).
+* not dumped at all: transactions, partial packets, queued replies and
+  watch events, set_target identities, io and conflict credits, bad
+  flags, history, quota counts (rebuilt by the load), live-update state.
+
+Loading never trusts a line: a line that fails is logged (`restoring:
+ignoring unknown line: ...`) and skipped.  Only a wrong header line is
+fatal (`BadFormat`), as in the original.
+
+Public API: `DUMP_FORMAT_HEADER`, `BadFormat`, `to_channel`, `to_bytes`,
+`to_file`, `from_channel_f`, `from_channel`, `from_file`, `Restored`.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
 import stat
-from typing import TYPE_CHECKING, Callable, Optional, TextIO, Tuple
+from dataclasses import dataclass, field
+from typing import (TYPE_CHECKING, BinaryIO, Callable, Dict, Iterable, List, Optional, Set,
+                    Tuple)
 
 from . import perms as Perms
-from .store import Path
+from .disk import ocaml_exn_str
+from .store import Node, Path
 from .utils import hexify, int_of_string, nativeint_of_string, unhexify
 
 if TYPE_CHECKING:
+    from .connection import Connection
     from .connections import Connections
     from .domains import Domains
     from .event import Event
-    from .store import Node, Store
+    from .store import Store
+    from .xenctrl import Hypervisor
+
+__all__ = ["DUMP_FORMAT_HEADER", "BadFormat", "to_channel", "to_bytes", "to_file",
+           "from_channel_f", "from_channel", "from_file", "Restored", "dump_connection"]
 
 log = logging.getLogger("oxsd.xenstored")
 
 DUMP_FORMAT_HEADER = "$xenstored-dump-format"
 
 
+
 class BadFormat(Exception):
-    pass
+    """DB.Bad_format: the file does not start with the header line (fatal)."""
+
+    def ocaml_str(self) -> str:
+        return f'Xenstored.DB.Bad_format("{self.args[0] if self.args else ""}")'
 
 
-def _inheritable(fd: int) -> int:
-    """Live update execs the new daemon: the descriptors in the dump must survive it."""
+class _UnixError(OSError):
+    """An OSError that prints as OCaml's Unix.Unix_error(<errno>, "<call>", "")."""
+
+    def __init__(self, err: OSError, call: str) -> None:
+        super().__init__(err.errno, err.strerror)
+        self.ocaml_call = call
+
+
+# -- writing ----------------------------------------------------------------------
+
+def _hash_order(table: Dict[int, "Connection"]) -> List["Connection"]:
+    """The values of a connection table in OCaml Hashtbl.iter order."""
+    from .connections import hashtbl_order
+    return hashtbl_order(table)
+
+
+def dump_connection(con: "Connection") -> List[str]:
+    """Connection.dump: the `dom`/`socket` line, then one `watch` line per watch."""
+    dom = con.dom
+    if dom is not None:
+        lines = [dom.dump_line()]
+        ident = dom.id
+    else:
+        fd = con.get_fd()
+        lines = [f"socket,{fd}\n"]
+        ident = -fd
+    lines.extend(f"watch,{ident},{hexify(path)},{hexify(token)}\n"
+                 for path, token in con.list_watches())
+    return lines
+
+
+def _keep_on_exec(fd: int) -> None:
     try:
         os.set_inheritable(fd, True)
     except OSError:
         pass
-    return fd
 
 
-def to_channel(store: "Store", cons: "Connections", rw: Optional[socket.socket],
-               event: Optional["Event"], out: TextIO) -> None:
-    out.write(DUMP_FORMAT_HEADER + "\n")
-    out.write(f"global,{_inheritable(rw.fileno()) if rw is not None else -1}\n")
-    if event is not None:
-        _inheritable(event.fd())
-        out.write(event.dump_line())
-    for con in cons.iter():
-        if con.dom is not None:
-            out.write(con.dom.dump_line())
-            ident = con.dom.id
-        else:
-            fd = _inheritable(con.get_fd())
-            out.write(f"socket,{fd}\n")
-            ident = -fd
-        for path, token in con.list_watches():
-            out.write(f"watch,{ident},{hexify(path)},{hexify(token)}\n")
+def to_lines(store: "Store", cons: "Connections", listen_sock: Optional[socket.socket],
+             eventchn: Optional["Event"]) -> List[str]:
+    """The dump, line by line (each ends with a newline)."""
+    lines = [DUMP_FORMAT_HEADER + "\n"]
+    if listen_sock is None:
+        lines.append("global,-1\n")
+    else:
+        fd = listen_sock.fileno()
+        _keep_on_exec(fd)  # Python, like systemd and utils.ml, made it close-on-exec
+        lines.append(f"global,{fd}\n")
+    if eventchn is not None:
+        _keep_on_exec(eventchn.fd())
+        lines.append(eventchn.dump_line())
+    for con in _hash_order(cons.domains):
+        lines.extend(dump_connection(con))
+    for con in _hash_order(cons.anonymous):
+        # The original's accepted sockets never had close-on-exec; Python's have.
+        _keep_on_exec(con.get_fd())
+        lines.extend(dump_connection(con))
+    add = lines.append
 
-    def store_line(path: Path, node: "Node") -> None:
-        name, perms, value = node.unpack()
-        full = Path.of_path_and_name(path, name).to_string()
-        out.write(f"store,{hexify(full)},{hexify(Perms.Node.to_string(perms))},{hexify(value)}\n")
+    def dump_node(path: Path, node: Node) -> None:
+        fullpath = Path.of_path_and_name(path, node.name).to_string()
+        add(f"store,{hexify(fullpath)},{hexify(node.perms.to_string())},{node.value.hex()}\n")
 
-    store.dump_fct(store_line)
+    store.dump_fct(dump_node)
+    return lines
+
+
+def to_bytes(store: "Store", cons: "Connections", listen_sock: Optional[socket.socket],
+             eventchn: Optional["Event"]) -> bytes:
+    return "".join(to_lines(store, cons, listen_sock, eventchn)).encode("ascii")
+
+
+def to_channel(store: "Store", cons: "Connections", listen_sock: Optional[socket.socket],
+               eventchn: Optional["Event"], out: BinaryIO) -> None:
+    """DB.to_channel on a binary stream (flushed)."""
+    out.write(to_bytes(store, cons, listen_sock, eventchn))
     out.flush()
 
 
-def to_file(store: "Store", cons: "Connections", rw: Optional[socket.socket],
-            event: Optional["Event"], path: str) -> None:
+def to_file(store: "Store", cons: "Connections", listen_sock: Optional[socket.socket],
+            eventchn: Optional["Event"], path: str) -> None:
+    """DB.to_file: mode 0600 when created, truncated, written in place (not atomic)."""
+    data = to_bytes(store, cons, listen_sock, eventchn)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="latin-1") as out:
-        to_channel(store, cons, rw, event, out)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+    finally:
+        os.close(fd)
 
 
-class Restorer:
-    """Rebuilds the daemon's state from a dump (DB.from_channel)."""
+# -- reading ----------------------------------------------------------------------
 
-    def __init__(self, store: "Store", cons: "Connections",
-                 domains_init: Callable[[Optional[int], Optional[int]], "Domains"]) -> None:
-        self.store = store
-        self.cons = cons
-        self.domains_init = domains_init  # (evtchn fd, domexc port) -> Domains
-        self.doms: Optional["Domains"] = None
-        self.rw: Optional[socket.socket] = None
-        self.ops = store.get_ops(Perms.Connection.full_rights)
+def _input_lines(data: bytes) -> List[str]:
+    """What successive OCaml input_line calls return (no final empty line after "\\n")."""
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return [line.decode("latin-1") for line in lines]
 
-    def require_doms(self) -> "Domains":
-        if self.doms is None:
-            log.warning("No event channel file descriptor available in dump!")
-            self.doms = self.domains_init(None, None)
-        return self.doms
 
-    def line(self, line: str) -> None:
+def from_channel_f(data: bytes, global_f: Callable[[str], None],
+                   evtchn_f: Callable[[int, int], None], socket_f: Callable[[int], None],
+                   domain_f: Callable[[int, int, int, Optional[int]], None],
+                   watch_f: Callable[[int, bytes, bytes], None],
+                   store_f: Callable[[Path, Perms.Node, bytes], None]) -> None:
+    """Split the dump into records and hand each to its function; bad lines are skipped."""
+    lines = _input_lines(data)
+    if not lines:
+        raise EOFError()  # input_line on an empty file: End_of_file, fatal
+    if lines[0] != DUMP_FORMAT_HEADER:
+        raise BadFormat("header")
+    for line in lines[1:]:
         fields = line.split(",")
         kind = fields[0]
-        if kind == "global" and len(fields) >= 2:
-            fd = int_of_string(fields[1])
-            if fd >= 0:
-                sock = socket.socket(fileno=fd)
-                sock.listen(1)
-                sock.setblocking(False)
-                self.rw = sock
-        elif kind == "evtchn-dev" and len(fields) == 3:
-            self.doms = self.domains_init(int_of_string(fields[1]), int_of_string(fields[2]))
-        elif kind == "socket" and len(fields) == 2:
-            self.socket(int_of_string(fields[1]))
-        elif kind == "dom" and len(fields) >= 4:
-            local = int_of_string(fields[4]) if len(fields) >= 5 else None
-            self.domain(int_of_string(fields[1]), nativeint_of_string(fields[2]),
-                        int_of_string(fields[3]), local)
-        elif kind == "watch" and len(fields) == 4:
-            ident = int_of_string(fields[1])
-            con = self.cons.find(-ident) if ident < 0 else self.cons.find_domain(ident)
-            self.cons.add_watch(con, unhexify(fields[2]).decode("latin-1"), unhexify(fields[3]))
-        elif kind == "store" and len(fields) == 4:
-            path = Path.of_string(unhexify(fields[1]).decode("latin-1"))
-            perms = Perms.Node.of_string(unhexify(fields[2]) + b"\0")
-            self.ops.write(path, unhexify(fields[3]))
-            self.ops.setperms(path, perms)
-        else:
-            log.warning("restoring: ignoring unknown line: %s", line)
-
-    def socket(self, fd: int) -> None:
+        n = len(fields)
         try:
-            is_sock = stat.S_ISSOCK(os.fstat(fd).st_mode)
+            if kind == "global" and n >= 2:
+                # more fields may follow (a read-only socket of older versions): ignored
+                global_f(fields[1])
+            elif kind == "evtchn-dev" and n == 3:
+                evtchn_f(int_of_string(fields[1]), int_of_string(fields[2]))
+            elif kind == "socket" and n == 2:
+                socket_f(int_of_string(fields[1]))
+            elif kind == "dom" and n >= 4:
+                # no local port: dump of an older version, the remote port gets bound
+                local_port = int_of_string(fields[4]) if n >= 5 else None
+                domain_f(int_of_string(fields[1]), nativeint_of_string(fields[2]),
+                         int_of_string(fields[3]), local_port)
+            elif kind == "watch" and n == 4:
+                watch_f(int_of_string(fields[1]), unhexify(fields[2]), unhexify(fields[3]))
+            elif kind == "store" and n == 4:
+                u = unhexify(fields[1])
+                log.debug("Path: %s", u.decode("latin-1"))
+                path = Path.of_string(u)
+                perms = Perms.Node.of_string(unhexify(fields[2]) + b"\0")
+                store_f(path, perms, unhexify(fields[3]))
+            else:
+                log.warning("restoring: ignoring unknown line: %s", line)
+        except Exception as exn:
+            log.warning("restoring: ignoring unknown line: %s (exception: %s)",
+                        line, ocaml_exn_str(exn))
+    log.info("Completed loading xenstore dump")
+
+
+@dataclass
+class Restored:
+    """What a load gives back: the listening socket and the domain registry (either may be None)."""
+
+    listen_sock: Optional[socket.socket]
+    doms: Optional["Domains"]
+    # fds adopted from the dump (the listening socket, the event channel, sockets)
+    adopted_fds: Set[int] = field(default_factory=set)
+
+
+def _adopt_socket(fd: int, owned: Dict[int, socket.socket], call: str) -> socket.socket:
+    """A socket object for an inherited fd (the same object if we already own it)."""
+    sock = owned.get(fd)
+    if sock is not None:
+        return sock
+    if fd < 0:
+        raise _UnixError(OSError(errno.EBADF, os.strerror(errno.EBADF)), call)
+    try:
+        return socket.socket(fileno=fd)
+    except OSError as e:
+        raise _UnixError(e, call) from None
+
+
+def from_channel(store: "Store", cons: "Connections",
+                 domains_init: Callable[["Event"], "Domains"],
+                 hv: Optional["Hypervisor"], data: bytes,
+                 owned: Optional[Dict[int, socket.socket]] = None) -> Restored:
+    """DB.from_channel: rebuild connections, watches and the tree from a dump.
+
+    `domains_init(event)` makes the domain registry; `hv` opens event-channel
+    handles (None: no hypervisor, domain lines fail).  `owned` maps fds this
+    process already holds as socket objects (the fresh listening socket of a
+    `--restart` without `--live`) so that a dumped number equal to one of
+    them reuses that object rather than a second owner of the same fd.
+    """
+    from .event import Event
+    ops = store.get_ops(Perms.Connection.full_rights)
+    owned = dict(owned or {})
+    restored = Restored(None, None)
+    in_use: Set[int] = set()  # fds adopted by this load
+
+    def new_event(fd: Optional[int] = None, domexc_port: Optional[int] = None) -> "Event":
+        if hv is None:
+            raise RuntimeError("no hypervisor interface")
+        event = Event.init(hv.open_evtchn(fd), domexc_port)
+        in_use.add(event.fd())
+        return event
+
+    def require_doms() -> Optional["Domains"]:
+        if restored.doms is None:
+            log.warning("No event channel file descriptor available in dump!")
+            if hv is None:
+                return None
+            restored.doms = domains_init(new_event())
+        return restored.doms
+
+    def global_f(rw: str) -> None:
+        fd = int_of_string(rw)
+        sock = _adopt_socket(fd, owned, "listen")
+        try:
+            sock.listen(1)
+        except OSError as e:
+            if sock is not owned.get(fd):
+                sock.detach()  # not ours after all: leave the fd as it was
+            raise _UnixError(e, "listen") from None
+        owned[fd] = sock
+        in_use.add(fd)
+        restored.listen_sock = sock
+
+    def evtchn_f(fd: int, domexc_port: int) -> None:
+        if fd in in_use or fd in owned:
+            raise _UnixError(OSError(errno.EBADF, os.strerror(errno.EBADF)), "fdopen")  # EBADF: not a handle of ours
+        restored.doms = domains_init(new_event(fd, domexc_port))
+
+    def socket_f(fd: int) -> None:
+        try:
+            is_valid = stat.S_ISSOCK(os.fstat(fd).st_mode) and fd not in in_use and fd not in owned
         except OSError:
-            is_sock = False
-        if not is_sock:
+            is_valid = False
+        if not is_valid:
             log.warning("Ignoring invalid socket FD %d", fd)
             return
         sock = socket.socket(fileno=fd)
-        sock.setblocking(True)
-        self.cons.add_anonymous(sock)
+        sock.setblocking(True)  # what accept gives the loop
+        in_use.add(fd)
+        cons.add_anonymous(sock)
 
-    def domain(self, domid: int, mfn: int, remote_port: int, local_port: Optional[int]) -> None:
-        doms = self.require_doms()
+    def domain_f(domid: int, mfn: int, remote_port: int, local_port: Optional[int]) -> None:
+        doms = require_doms()
+        if doms is None:
+            raise RuntimeError("no hypervisor interface")
         if domid > 0:
             dom = doms.create(domid, mfn, remote_port=remote_port, local_port=local_port)
         else:
             dom = doms.create0(local_port=local_port)
-        self.cons.add_domain(dom)
+        cons.add_domain(dom)
+
+    def get_con(ident: int) -> "Connection":
+        if ident < 0:
+            return cons.find(-ident)
+        return cons.find_domain(ident)
+
+    def watch_f(ident: int, path: bytes, token: bytes) -> None:
+        cons.add_watch(get_con(ident), path.decode("latin-1"), token)
+
+    def store_f(path: Path, perms: Perms.Node, value: bytes) -> None:
+        ops.write(path, value)
+        ops.setperms(path, perms)
+
+    from_channel_f(data, global_f, evtchn_f, socket_f, domain_f, watch_f, store_f)
+    require_doms()
+    restored.adopted_fds = in_use
+    return restored
 
 
-def from_file(path: str, restorer: Restorer) -> Tuple[Optional[socket.socket], "Domains"]:
+def from_file(store: "Store", cons: "Connections",
+              domains_init: Callable[["Event"], "Domains"], hv: Optional["Hypervisor"],
+              path: str, owned: Optional[Dict[int, socket.socket]] = None) -> Restored:
+    """DB.from_file."""
     log.info("Loading xenstore dump from %s", path)
-    with open(path, encoding="latin-1", newline="\n") as f:
-        header = f.readline().rstrip("\n")
-        if header != DUMP_FORMAT_HEADER:
-            raise BadFormat("header")
-        for raw in f:
-            line = raw.rstrip("\n")
+    with open(path, "rb") as f:
+        data = f.read()
+    return from_channel(store, cons, domains_init, hv, data, owned)
+
+
+def dumped_fds(data: bytes) -> Iterable[Tuple[str, int]]:
+    """(record kind, fd) of every fd-carrying line of a dump (diagnostics and tests)."""
+    for line in _input_lines(data)[1:]:
+        fields = line.split(",")
+        if fields[0] in ("global", "socket", "evtchn-dev") and len(fields) >= 2:
             try:
-                restorer.line(line)
-            except Exception as exn:
-                log.warning("restoring: ignoring unknown line: %s (exception: %r)", line, exn)
-    log.info("Completed loading xenstore dump")
-    return restorer.rw, restorer.require_doms()
+                yield fields[0], int_of_string(fields[1])
+            except ValueError:
+                continue

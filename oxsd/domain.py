@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
 if TYPE_CHECKING:
     from .event import Event
@@ -34,6 +34,9 @@ class Domain:
     bad_client: bool = False
     io_credit: int = 0  # ring-processing rounds left; >1 for lazy clients found by the scan
     caused_conflicts: int = 0
+    # The registry's map of domains holding io credit (Domains.credited), kept
+    # up to date here so that the main loop never scans every domain.
+    credited: Optional[Dict[int, "Domain"]] = field(default=None, repr=False)
 
     @classmethod
     def make(cls, domid: int, mfn: int, interface: Any, eventchn: "Event", *,
@@ -71,12 +74,27 @@ class Domain:
 
     def set_io_credit(self, n: int = 1) -> None:
         self.io_credit = max(0, n)
+        self._track_credit()
 
     def incr_io_credit(self) -> None:
         self.io_credit += 1
+        credited = self.credited
+        if credited is not None:
+            credited[self.id] = self
 
     def decr_io_credit(self) -> None:
         self.io_credit = max(0, self.io_credit - 1)
+        if self.io_credit == 0:
+            self._track_credit()
+
+    def _track_credit(self) -> None:
+        credited = self.credited
+        if credited is None:
+            return
+        if self.io_credit > 0:
+            credited[self.id] = self
+        else:
+            credited.pop(self.id, None)
 
     def is_paused_for_conflict(self) -> bool:
         return self.conflict_credit <= 0.0

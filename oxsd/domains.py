@@ -8,10 +8,12 @@ or to every domain (individual mode).
 """
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Tuple
 
+from .define import InvalidArgument
 from .domain import Domain
 
 if TYPE_CHECKING:
@@ -37,6 +39,11 @@ class Domains:
         self.hv = hv  # hypervisor backend: map_foreign, domain_getinfo, map_file
         self.settings = settings
         self.table: Dict[int, Domain] = {}
+        # Domains with io_credit > 0 (maintained by Domain's credit methods):
+        # the main loop serves these without looking at every domain.
+        self.credited: Dict[int, Domain] = {}
+        self._order: Dict[int, int] = {}  # domid -> insertion rank in table
+        self._seq = itertools.count()
         self.doms_conflict_paused: Deque[_Slot] = deque()
         self.doms_with_conflict_penalty: Deque[_Slot] = deque()
         self.on_first_conflict_pause = on_first_conflict_pause
@@ -44,7 +51,34 @@ class Domains:
         self.n_penalised = 0
 
     def dele(self, domid: int) -> None:
-        self.table.pop(domid, None)
+        dom = self.table.pop(domid, None)
+        if dom is not None:
+            self.untrack(dom)
+
+    def untrack(self, dom: Domain) -> None:
+        """Stop following a domain that left the table."""
+        if self.credited.get(dom.id) is dom:
+            del self.credited[dom.id]
+        self._order.pop(dom.id, None)
+        dom.credited = None
+
+    def _add(self, dom: Domain) -> None:
+        old = self.table.get(dom.id)
+        if old is not None:
+            self.untrack(old)
+        dom.credited = self.credited
+        self.table[dom.id] = dom
+        self._order[dom.id] = next(self._seq)
+        if dom.io_credit > 0:
+            self.credited[dom.id] = dom
+
+    def served_in_order(self) -> List[Domain]:
+        """Domains holding io credit, in table order (the order process_domains serves them)."""
+        credited = self.credited
+        if len(credited) <= 1:
+            return list(credited.values())
+        order = self._order
+        return sorted(credited.values(), key=lambda d: order[d.id])
 
     def exist(self, domid: int) -> bool:
         return domid in self.table
@@ -72,9 +106,19 @@ class Domains:
 
     @staticmethod
     def _remove_from_queue(dom: Domain, q: Deque[_Slot]) -> None:
+        """Never removes anything: raises if `dom` is queued [quirk].
+
+        The original tests each entry with OCaml's structural equality,
+        which compares the two records field by field (id, then mfn) and
+        raises on reaching the ring mapping, an abstract value, whenever
+        both match: always for the domain itself.  The exception ends the
+        clean-up (no permission reset, no @releaseDomain) and the loop
+        iteration; the queue keeps the entry.
+        """
         for slot in q:
-            if slot.dom is dom:
-                slot.dom = None
+            x = slot.dom
+            if x is not None and x.id == dom.id and x.mfn == dom.mfn:
+                raise InvalidArgument("compare: abstract value")
 
     def cleanup(self) -> Tuple[bool, List[int]]:
         """After VIRQ_DOM_EXC: (some domain shut down, ids of dead domains), dead ones closed."""
@@ -99,6 +143,7 @@ class Domains:
         limit = self.settings.conflict_burst_limit
         for domid in dead:
             dom = self.table.pop(domid)
+            self.untrack(dom)
             dom.close()
             if dom.conflict_credit <= limit:
                 self._remove_from_queue(dom, self.doms_with_conflict_penalty)
@@ -121,7 +166,7 @@ class Domains:
             if close is not None:
                 close()
             raise
-        self.table[domid] = dom
+        self._add(dom)
         return dom
 
     def create0(self, local_port: Optional[int] = None) -> Domain:
@@ -131,7 +176,7 @@ class Domains:
         dom = Domain.make(0, 0, interface, self.eventchn, remote_port=remote_port,
                           local_port=local_port,
                           conflict_burst_limit=self.settings.conflict_burst_limit)
-        self.table[0] = dom
+        self._add(dom)
         dom.notify()
         return dom
 

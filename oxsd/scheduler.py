@@ -394,6 +394,6 @@ def _strerror(e: OSError) -> str:
 
 
 def _ocaml_float(x: float) -> str:
-    """OCaml's %F: shortest round-trip with a trailing '.' for integral values."""
-    s = repr(float(x))
-    return s[:-1] if s.endswith(".0") else s
+    """OCaml's %F: %.12g, with a '.' added when that shows neither '.' nor an exponent."""
+    s = "%.12g" % x
+    return s if any(c in s for c in ".eEni") else s + "."

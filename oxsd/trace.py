@@ -7,7 +7,10 @@ closing become ``conn NAME`` and ``NAME: close``, and what the daemon sent
 (replies, errors, watch events) is kept as ``#   NAME <- ...`` comments.
 ``oxsd-diff TRACE`` then replays it on both daemons: requests go out in the
 traced order, one connection at a time, each waiting for its reply, so the
-per-connection order is reproduced.
+per-connection order is reproduced.  A TRANSACTION_START line carries the id
+it got (``newtx=N``): the replay maps later ``tx=N`` to the id the replaying
+daemon gives, so a trace of a connection that had used ids before still
+replays.
 
 ``TraceWriter`` is the sans-IO-ish core shared by the daemon-side
 ``Tracer`` (hooked into ``Process.trace``) and the recording proxy
@@ -27,16 +30,21 @@ import atexit
 from dataclasses import dataclass, field
 from typing import IO, Optional
 
-from .diff.wire import XS_WATCH_EVENT, describe, escape, op_name, Packet as WirePacket
+from .diff.wire import XS_WATCH_EVENT, describe, escape, op_code, op_name, Packet as WirePacket
 
 __all__ = ["TraceWriter", "Tracer", "format_request", "open_tracer"]
 
+XS_TRANSACTION_START = op_code("TRANSACTION_START")
+
 
 def format_request(name: str, op: int, tx_id: int, req_id: int, payload: bytes,
-                   wait: bool = True) -> str:
-    """One scenario request line."""
+                   wait: bool = True, new_tx: int | None = None) -> str:
+    """One scenario request line (``newtx=N``: the id a TRANSACTION_START got,
+    so that a replay maps ``tx=N`` to whatever id the replaying daemon gives)."""
     send = "" if wait else "send "
-    return f'{name}: {send}{op_name(op)} tx={tx_id} rid={req_id} "{escape(payload)}"'
+    newtx = "" if new_tx is None else f" newtx={new_tx}"
+    return (f'{name}: {send}{op_name(op)} tx={tx_id} rid={req_id}{newtx} '
+            f'"{escape(payload)}"')
 
 
 @dataclass
@@ -49,10 +57,11 @@ class _Pending:
     req_id: int
     payload: bytes
     answered: Optional[bool] = None  # None: not known yet
+    new_tx: Optional[int] = None     # the id a TRANSACTION_START got
 
     def text(self) -> str:
         return format_request(self.name, self.op, self.tx_id, self.req_id, self.payload,
-                              wait=bool(self.answered))
+                              wait=bool(self.answered), new_tx=self.new_tx)
 
 
 @dataclass
@@ -125,7 +134,10 @@ class TraceWriter:
         st = self._conn(name)
         if op != XS_WATCH_EVENT and st.pending:
             # replies come in request order on a connection
-            st.pending.pop(0).answered = True
+            p = st.pending.pop(0)
+            p.answered = True
+            if op == p.op == XS_TRANSACTION_START and payload[:-1].isdigit():
+                p.new_tx = int(payload[:-1])
         self._emit(f"#   {name} <- {describe(WirePacket(op, req_id, tx_id, payload), 400)}")
         self._flush()
 

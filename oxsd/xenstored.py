@@ -10,7 +10,7 @@ import os
 import signal
 import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
 from . import paths as Paths
@@ -117,6 +117,7 @@ def config_test(cf: CmdLine) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from . import db as DB
     from .logging_ import AccessLog, setup_xenstored_log
     from . import stdext as Stdext
     from . import systemd as Systemd
@@ -152,7 +153,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(BANNER, flush=True)
         write_pidfiles()
 
-    daemon = build_daemon(cf, settings, listen_sock, argv)
+    try:
+        daemon = build_daemon(cf, settings, listen_sock, argv)
+    except (DB.BadFormat, EOFError) as e:
+        # A dump without its header line is fatal, as the original's uncaught Bad_format.
+        from .logging_ import fallback_exception_handler
+        fallback_exception_handler(e, e.__traceback__)
+        return 2
     if cf.tracefile:  # -T FILE: every packet in and out, as a replayable scenario
         from .trace import open_tracer
         open_tracer(cf.tracefile, argv).install(daemon)
@@ -194,6 +201,9 @@ class Daemon:
     process: Process
     scheduler: Scheduler
     access_log: object
+    # Sockets kept open but unused: the fresh listening socket of a --restart
+    # that adopted the dumped one (a Python object closes its fd when collected).
+    spare_sockets: List[socket.socket] = field(default_factory=list)
 
     def set_access_log(self, access_log) -> None:
         """Open the access log (after start-up, as the original: D0's newconn is not logged)."""
@@ -208,6 +218,7 @@ def build_daemon(cf: CmdLine, settings: Settings, listen_sock: Optional[socket.s
                  argv: List[str]) -> Daemon:
     """Steps 8-12 of cli.md §2: store, logs, specials, restore or domains + dom0's ring, /tool."""
     from . import db as DB
+    from . import disk as Disk
     from .logging_ import AccessLog, setup_xenstored_log
     store = Store.create(settings)
     txreg = TransactionRegistry(settings)
@@ -221,32 +232,40 @@ def build_daemon(cf: CmdLine, settings: Settings, listen_sock: Optional[socket.s
     process = Process(store=store, cons=cons, doms=None, settings=settings,
                       access_log=access_log, txreg=txreg, history=history,
                       live_update=live_update)
+    if settings.persistent:  # Disk.write after each committed transaction with writes
+        process.disk_write = Disk.write
     loop: List[Scheduler] = []  # the scheduler, once built (conflict-pause callback)
-    hv_cell: List = []
+    from .domains import Domains
+    from .event import Event
+    hv = open_hypervisor(cf)
 
-    def domains_init(evtchn_fd: Optional[int], domexc_port: Optional[int]):
-        """Event.init + Domains.init: a fresh handle, or the one inherited through exec."""
-        if not hv_cell:
-            hv_cell.append(open_hypervisor(cf))
-        hv = hv_cell[0]
-        if hv is None:
-            return None
-        from .domains import Domains
-        from .event import Event
-        event = Event.init(hv.open_evtchn(evtchn_fd), domexc_port)
+    def domains_init(event: "Event") -> "Domains":
+        """Domains.init on an event-channel handle (fresh, or inherited through exec)."""
         return Domains(event, hv, settings,
                        lambda: loop[0].advance_next_frequent_ops() if loop else None)
 
+    spare: List[socket.socket] = []
     db_path = Paths.xs_daemon_database()
     if cf.restart and os.path.exists(db_path):
-        rw, doms = DB.from_file(db_path, DB.Restorer(store, cons, domains_init))
-        if rw is not None:
-            listen_sock = rw
+        # A dumped fd number that is our fresh socket reuses that object.
+        owned = {listen_sock.fileno(): listen_sock} if listen_sock is not None else None
+        restored = DB.from_file(store, cons, domains_init, hv, db_path, owned)
+        if listen_sock is not None and restored.listen_sock is not listen_sock:
+            spare.append(listen_sock)  # the fresh socket stays open, unused [quirk]
+        # The dumped socket replaces the fresh one; without a valid one there
+        # is no listening socket at all (as the original).
+        listen_sock = restored.listen_sock
+        if listen_sock is not None:
+            listen_sock.setblocking(False)  # the loop accepts until EAGAIN
+        doms = restored.doms
         log.info("Live reload: database loaded")
         live_update.completed()
     else:
         log.info("No live reload: regular startup")
-        doms = domains_init(None, None)
+        doms = domains_init(Event.init(hv.open_evtchn())) if hv is not None else None
+        if settings.persistent:
+            log.info("reading store from disk")
+            Disk.read(store)
         init_store_tree(store)
         if cf.domain_init and doms is not None:
             cons.add_domain(doms.create0())
@@ -257,7 +276,7 @@ def build_daemon(cf: CmdLine, settings: Settings, listen_sock: Optional[socket.s
                       poll_evtchn=cf.domain_init and event is not None)
     loop.append(sched)
     write_tool_node(store, live_update.state.binary)
-    return Daemon(settings, store, cons, process, sched, access_log)
+    return Daemon(settings, store, cons, process, sched, access_log, spare)
 
 
 def _sighup(access_log) -> None:
@@ -308,10 +327,26 @@ def run(daemon: "Daemon", cf: CmdLine) -> bool:
 
 
 def launch_live_update(daemon: "Daemon") -> None:
-    """exec the new daemon with --live --restart; the dumped descriptors survive."""
+    """exec the new daemon with --live --restart (LiveUpdate.launch_exn); the dumped fds survive.
+
+    The descriptors go over as the original would hand them: the listening
+    socket blocking (oxsd's loop made it non-blocking) and inheritable, like
+    the client sockets and the event-channel handle (made so by the dump).
+    """
     daemon.access_log.live_update()
     argv = daemon.process.live_update.argv()
-    log.info("Launching %s, args: %s", argv[0], " ".join(argv[1:]))
+    listen_sock = daemon.scheduler.listen_sock
+    if listen_sock is not None:
+        listen_sock.setblocking(True)
+    event = daemon.scheduler.event
+    if event is not None:
+        try:
+            os.set_blocking(event.fd(), True)
+        except OSError:
+            pass
+    logging.getLogger("oxsd.process").info("Launching %s, args: %s", argv[0], " ".join(argv[1:]))
+    sys.stdout.flush()
+    sys.stderr.flush()
     os.execv(argv[0], argv)
 
 

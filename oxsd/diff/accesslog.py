@@ -17,13 +17,20 @@ What the access log does not hold, and is therefore lost or guessed:
   unless ``access-log-special-ops``: absent from the scenario;
 * TRANSACTION_START/END unless ``access-log-transactions-ops``: a start is
   inferred at the first line of an unknown transaction id, an end (commit)
-  at its ``commit`` line; aborts are not logged at all;
+  at its ``commit``/``conflict``/``coalesce`` line; aborts are not logged at
+  all (with the option on, a ``t end`` not followed by a commit line of the
+  same transaction is an abort);
 * replies (only errors other than ENOENT, and watch events, are logged);
 * the exact payload: NULs were logged as spaces (the first space of a WRITE
   is taken as the NUL after the path, every other op gets all its spaces back
   as NULs, so values or tokens with spaces come back wrong), and data longer
   than ``access-log-nb-chars`` was cut;
 * req_ids (the scenario's counter is used) and the timing between lines.
+
+Transaction ids are kept as logged; each (logged or inferred) start carries
+``newtx=<logged id>`` so that the replay maps them to the ids the replaying
+daemon gives (a log that starts mid-connection, or a transaction aborted
+before any logged op, would otherwise shift them).
 """
 from __future__ import annotations
 
@@ -44,6 +51,7 @@ _REQUEST_TYPES = {
 }
 _OTHER_TYPES = ("newconn", "endconn", "t start", "t end", "error", "w event", "coalesce",
                 "conflict", "commit", "w notfired")
+_COMMIT_TYPES = ("commit", "conflict", "coalesce")
 _TYPES = sorted(list(_REQUEST_TYPES) + list(_OTHER_TYPES), key=len, reverse=True)
 _PREFIX = re.compile(r"^\[[^\]]*\] ")
 _CON = re.compile(r"^(?:(r\(\d+\)):)?([AD])(\d+)(?:\.(\d+))?$")
@@ -92,8 +100,25 @@ def import_access_log(text: str, source: str = "") -> str:
             opened.add(name)
             out.append(f"conn {name}")
 
-    for lineno, line in enumerate(text.splitlines(), 1):
-        parts = _split(line)
+    lines = text.splitlines()
+    fields = [_split(line) for line in lines]
+
+    def committed(i: int, con: str) -> bool:
+        """Whether the ``t end`` at line i committed: a commit writes its
+        ``commit``/``conflict``/``coalesce`` line for the same ``A<n>.<tid>``
+        next; an abort writes nothing more."""
+        for later in fields[i + 1:]:
+            if later and later[0] == con:
+                return later[1] in _COMMIT_TYPES
+        return False
+
+    def end(name: str, tid: int, commit: bool, note: str = "") -> None:
+        txs[name].discard(tid)
+        out.append(format_request(name, OP_CODES["TRANSACTION_END"], tid, 0,
+                                  b"T\0" if commit else b"F\0").replace(" rid=0", "") + note)
+
+    for i, (line, parts) in enumerate(zip(lines, fields)):
+        lineno = i + 1
         m = _CON.match(parts[0]) if parts else None
         if parts is None or m is None or m.group(1) or m.group(2) == "D":
             out.append(f"# {line}")
@@ -102,6 +127,7 @@ def import_access_log(text: str, source: str = "") -> str:
         name, (_, t, data) = f"A{number}", parts
         tid = int(tid_text) if tid_text else 0
         raw = unescape_ocaml(data)
+        open_txs = txs.setdefault(name, set())
         if t == "newconn":
             ensure(name)
         elif t == "endconn":
@@ -110,25 +136,28 @@ def import_access_log(text: str, source: str = "") -> str:
                 opened.discard(name)
         elif t in ("error", "w event"):
             out.append(f'#   {name} <- {"ERROR" if t == "error" else "WATCH_EVENT"} {data}')
-        elif t in ("coalesce", "conflict", "w notfired"):
+        elif t == "w notfired":
             out.append(f"# {line}")
         elif t == "t start":
             ensure(name)
-            txs.setdefault(name, set()).add(tid)
-            out.append(format_request(name, OP_CODES["TRANSACTION_START"], 0, 0, b"\0")
-                       .replace(" rid=0", ""))
-        elif t in ("t end", "commit"):
-            if tid in txs.get(name, set()):
-                txs[name].discard(tid)
-                out.append(format_request(name, OP_CODES["TRANSACTION_END"], tid, 0, b"T\0")
-                           .replace(" rid=0", "") + ("  # inferred from commit"
-                                                     if t == "commit" else ""))
+            open_txs.add(tid)
+            out.append(format_request(name, OP_CODES["TRANSACTION_START"], 0, 0, b"\0",
+                                      new_tx=tid).replace(" rid=0", ""))
+        elif t == "t end":
+            if tid in open_txs:
+                end(name, tid, committed(i, parts[0]))
+        elif t in _COMMIT_TYPES:
+            if t != "commit":
+                out.append(f"# {line}")
+            if tid in open_txs:  # no t end lines: access-log-transactions-ops is off
+                end(name, tid, True, f"  # inferred from {t}")
         else:
             ensure(name)
-            if tid and tid not in txs.setdefault(name, set()):
-                txs[name].add(tid)
-                out.append(format_request(name, OP_CODES["TRANSACTION_START"], 0, 0, b"\0")
-                           .replace(" rid=0", "") + f"  # inferred: tid {tid}")
+            if tid and tid not in open_txs:
+                open_txs.add(tid)
+                out.append(format_request(name, OP_CODES["TRANSACTION_START"], 0, 0, b"\0",
+                                          new_tx=tid).replace(" rid=0", "")
+                           + "  # inferred")
             op = _REQUEST_TYPES[t]
             out.append(format_request(name, OP_CODES[op], tid, 0, _payload(op, raw))
                        .replace(" rid=0", "") + f"  # log line {lineno}")

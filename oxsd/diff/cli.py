@@ -3,9 +3,10 @@
     oxsd-diff tests/scenarios                 # ocaml vs oxsd, every *.scn
     oxsd-diff -k ocaml,ocaml tests/scenarios  # determinism check of the harness
     oxsd-diff --show ocaml tests/scenarios/watches.scn  # what the reference does
-    oxsd-diff --ocaml-binary /usr/lib/xen-4.17/bin/oxenstored tests/scenarios
+    oxsd-diff --list tests/scenarios          # the corpus by spec area
+    oxsd-diff --reference /usr/lib/xen-4.17/bin/oxenstored tests/scenarios
     oxsd-diff record --listen /tmp/p.sock --upstream /run/xenstored/socket -o t.scn
-    oxsd-diff import-access-log xenstored-access.log -o t.scn
+    oxsd-diff import-access-log xenstored-access.log [-o t.scn]
 
 Scenarios with ring guests (``guest``/``sim`` lines) run on oxsd's own
 simulated hypervisor tooling (oxsd.sim).  Traces written by ``oxsd -T FILE``
@@ -17,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import sys
+from collections import Counter
 from pathlib import Path
 
 from .compare import Comparison, compare
@@ -28,7 +31,8 @@ from .runner import GuestBackend, Recording, run_scenario
 from .scenario import Scenario, ScenarioError, load
 from .wire import describe, escape
 
-__all__ = ["main", "record", "diff_scenario", "scenario_files", "format_recording"]
+__all__ = ["main", "record", "diff_scenario", "scenario_files", "format_recording",
+           "corpus_table"]
 
 SUFFIX = ".scn"
 
@@ -108,9 +112,47 @@ def format_recording(rec: Recording) -> str:
                 out.append(f"   [line {e.line:>3}] {e.kind}: {e.data}")
     out.append("-- access log")
     out += ["   " + line for line in rec.access_log]
+    out.append("-- access-log files")
+    out += ["   " + line for line in rec.log_files]
     out.append("-- tree")
     out += ["   " + line for line in rec.tree]
+    out.append("-- domain clean-up")
+    out += ["   " + line for line in rec.domains]
+    for when, lines in rec.dumps:
+        out.append(f"-- DB dump at {when}")
+        out += ["   " + line for line in lines]
+    out.append(f"-- daemon: {'alive' if rec.alive_at_end else 'dead'} at the end, "
+               f"SIGTERM: exit status {rec.exit_status}")
     out += [f"!! {err}" for err in rec.errors]
+    return "\n".join(out)
+
+
+_SPEC_FILE = re.compile(r"\b([a-z]+)\.md\b")
+_SENDING = ("request", "send", "raw")
+
+
+def corpus_table(scenarios: list[Scenario]) -> str:
+    """Each scenario (requests sent, guests, spec files), then totals per spec
+    file: the corpus size by area."""
+    out = [f"{'scenario':<26} {'requests':>8} {'guests':>6}  spec areas"]
+    areas: Counter = Counter()
+    area_requests: Counter = Counter()
+    total = 0
+    for scn in scenarios:
+        n = sum(1 for s in scn.steps if s.action in _SENDING)
+        total += n
+        files = sorted(set(_SPEC_FILE.findall(scn.spec)))
+        for f in files:
+            areas[f] += 1
+            area_requests[f] += n
+        out.append(f"{scn.name:<26} {n:>8} {'yes' if scn.needs_guests else '':>6}  "
+                   + ", ".join(files))
+    out.append("")
+    out.append(f"{'spec area':<26} {'scenarios':>9} {'requests':>9}")
+    for area, count in sorted(areas.items(), key=lambda kv: (-kv[1], kv[0])):
+        out.append(f"{area + '.md':<26} {count:>9} {area_requests[area]:>9}")
+    guests = sum(1 for scn in scenarios if scn.needs_guests)
+    out.append(f"{len(scenarios)} scenarios ({guests} with ring guests), {total} requests")
     return "\n".join(out)
 
 
@@ -133,11 +175,14 @@ def _import_main(argv: list[str]) -> int:
                                  description="turn an access log into a scenario "
                                  "(what is lost: see oxsd/diff/accesslog.py)")
     ap.add_argument("logfile")
-    ap.add_argument("-o", "--output", required=True)
+    ap.add_argument("-o", "--output", help="scenario file to write (default: stdout)")
     args = ap.parse_args(argv)
     from .accesslog import import_access_log
     text = import_access_log(Path(args.logfile).read_text(errors="surrogateescape"),
                              source=args.logfile)
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
     Path(args.output).write_text(text)
     print(f"wrote {args.output}")
     return 0
@@ -158,9 +203,11 @@ def _diff_main(argv: list[str]) -> int:
                     help="the two daemons to compare (default ocaml,oxsd)")
     ap.add_argument("--show", metavar="KIND", choices=KINDS,
                     help="run on one daemon and print what it did, no comparison")
-    ap.add_argument("--ocaml-binary", metavar="PATH",
+    ap.add_argument("--ocaml-binary", "--reference", metavar="PATH", dest="ocaml_binary",
                     help="oxenstored binary to run as the 'ocaml' kind (default: Debian's, "
                          "from the reference kit), on the same simulated hypervisor")
+    ap.add_argument("--list", action="store_true",
+                    help="list the scenarios and the corpus size by spec area; run nothing")
     ap.add_argument("--no-guests", action="store_true",
                     help="skip scenarios with ring guests instead of running them on oxsd.sim")
     ap.add_argument("--keep", action="store_true", help="keep scratch dirs")
@@ -177,6 +224,9 @@ def _diff_main(argv: list[str]) -> int:
     except (OSError, ScenarioError) as e:
         print(e, file=sys.stderr)
         return 2
+    if args.list:
+        print(corpus_table(scenarios))
+        return 0
     guests = SimGuests()
     status = 0
     counts = {"identical": 0, "differ": 0, "skipped": 0, "failed": 0}

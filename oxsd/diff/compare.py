@@ -19,6 +19,7 @@ _CONN_NAME = re.compile(r"^(?:r\(\d+\):)?([AD]\d+)")
 class Difference:
     where: str          # "connection a", "access log A2", "store", "daemon"
     text: str           # readable explanation (several lines)
+    line: int | None = None  # scenario line of a first differing packet
 
 
 @dataclass
@@ -32,6 +33,12 @@ class Comparison:
     def identical(self) -> bool:
         return not self.differences
 
+    def first_packet_difference(self) -> Difference | None:
+        """The connection difference that happened earliest in the scenario."""
+        found = [d for d in self.differences if d.line is not None]
+        # line 0 is the final drain, after every step
+        return min(found, key=lambda d: d.line or 1 << 30) if found else None
+
     def report(self) -> str:
         head = f"{self.scenario.path}: " + (
             "identical" if self.identical else f"{len(self.differences)} difference(s)")
@@ -41,6 +48,10 @@ class Comparison:
         if self.scenario.spec:
             head += f"  ({self.scenario.spec})"
         parts = [head]
+        first = self.first_packet_difference()
+        if first is not None:
+            parts.append(f"  first difference: {first.where}, during "
+                         f"{_step_text(self.scenario, first.line)}")
         for d in self.differences:
             parts.append(f"  --- {d.where}\n" + _indent(d.text, 4))
         if not self.identical:
@@ -70,6 +81,17 @@ def _entry_text(e: Entry | None) -> str:
     return f"[{e.kind}] {e.data}"
 
 
+def _last_request(scn: Scenario, line: int):
+    """The last step that sent something, at or before `line` (0: the end)."""
+    last = None
+    for s in scn.steps:
+        if line and s.line > line:
+            break
+        if s.action in ("request", "send", "raw"):
+            last = s
+    return last
+
+
 def _step_text(scn: Scenario, line: int) -> str:
     if line == 0:
         return "the final drain"
@@ -77,6 +99,47 @@ def _step_text(scn: Scenario, line: int) -> str:
         if s.line == line:
             return f"line {line}: {s.text}"
     return f"line {line}"
+
+
+def _entry_short(e: Entry) -> str:
+    """An entry as compared (no receive-time information)."""
+    if e.kind == "packet":
+        return describe(e.data, 120)
+    if e.kind == "partial":
+        return f'incomplete packet: "{escape(e.data)[:120]}"'
+    return f"[{e.kind}] {e.data}"
+
+
+UNIFIED_CONTEXT = 2
+UNIFIED_MAX_LINES = 40
+
+
+def unified_entries(ta: list[Entry], tb: list[Entry], ka: str, kb: str,
+                    context: int = UNIFIED_CONTEXT, limit: int = UNIFIED_MAX_LINES) -> list[str]:
+    """Every difference between two transcripts as a unified view of decoded
+    packets; each line shows the scenario line it was received during."""
+    keys_a = [e.key() for e in ta]
+    keys_b = [e.key() for e in tb]
+    out = [f"all differences ('-' {ka}, '+' {kb}; [line N]: received during line N):"]
+    matcher = difflib.SequenceMatcher(None, keys_a, keys_b, autojunk=False)
+
+    def show(sign: str, e: Entry) -> str:
+        where = "end" if e.line == 0 else f"{e.line:>3}"
+        return f"{sign} [line {where}] {_entry_short(e)}"
+
+    for group in matcher.get_grouped_opcodes(context):
+        i1, i2, j1, j2 = group[0][1], group[-1][2], group[0][3], group[-1][4]
+        out.append(f"@@ {ka} items {i1 + 1}-{i2}, {kb} items {j1 + 1}-{j2} @@")
+        for tag, a1, a2, b1, b2 in group:
+            if tag == "equal":
+                out += [show(" ", e) for e in ta[a1:a2]]
+                continue
+            out += [show("-", e) for e in ta[a1:a2]]
+            out += [show("+", e) for e in tb[b1:b2]]
+        if len(out) > limit:
+            out = out[:limit] + [f"... (cut at {limit} lines)"]
+            break
+    return out
 
 
 def _compare_transcript(scn: Scenario, name: str, ta: list[Entry], tb: list[Entry],
@@ -90,15 +153,20 @@ def _compare_transcript(scn: Scenario, name: str, ta: list[Entry], tb: list[Entr
         i += 1
     ea = ta[i] if i < len(ta) else None
     eb = tb[i] if i < len(tb) else None
+    line = (ea or eb).line
     lines = [f"first difference at item #{i + 1} "
-             f"(received during {_step_text(scn, (ea or eb).line)})"]
+             f"(received during {_step_text(scn, line)})"]
+    cause = _last_request(scn, line)
+    if cause is not None and cause.line != line:
+        lines.append(f"last request sent before it: line {cause.line}: {cause.text}")
     width = max(len(ka), len(kb))
     lines.append(f"{ka:<{width}} : {_entry_text(ea)}")
     lines.append(f"{kb:<{width}} : {_entry_text(eb)}")
     if i:
         lines.append("last common item: " + _entry_text(ta[i - 1]))
     lines.append(f"items: {ka}={len(ta)} {kb}={len(tb)}")
-    return Difference(f"connection {name}", "\n".join(lines))
+    lines += unified_entries(ta, tb, ka, kb)
+    return Difference(f"connection {name}", "\n".join(lines), line)
 
 
 # Lines the daemons write when they send a packet (errors, watch events);
@@ -149,7 +217,8 @@ def _compare_access_logs(mode: str, la: list[str], lb: list[str],
 
 def compare(scn: Scenario, a: Recording, b: Recording) -> Comparison:
     """Everything observable must be equal: per-connection transcripts, the
-    access log per connection (dates masked), the tree afterwards, liveness."""
+    access log per connection (dates masked) and its files, the tree
+    afterwards, the domain clean-up, DB dumps taken, liveness."""
     cmp = Comparison(scn, a, b)
     diffs = cmp.differences
     for rec in (a, b):
@@ -169,8 +238,19 @@ def compare(scn: Scenario, a: Recording, b: Recording) -> Comparison:
         if d:
             diffs.append(d)
     diffs += _compare_access_logs(scn.accesslog, a.access_log, b.access_log, a.kind, b.kind)
-    if a.tree != b.tree:
-        diff = difflib.unified_diff(a.tree, b.tree, a.kind, b.kind, lineterm="", n=1)
-        diffs.append(Difference("store after the run (full tree walk)",
-                                "\n".join(list(diff)[:60])))
+    for where, xa, xb in (
+            ("store after the run (full tree walk)", a.tree, b.tree),
+            ("domain clean-up (event channels before the guests close, then "
+             "IS_DOMAIN_INTRODUCED)", a.domains, b.domains),
+            ("access-log files (rotation)", a.log_files, b.log_files)):
+        if xa != xb:
+            diff = difflib.unified_diff(xa, xb, a.kind, b.kind, lineterm="", n=1)
+            diffs.append(Difference(where, "\n".join(list(diff)[:60])))
+    dumps_a, dumps_b = dict(a.dumps), dict(b.dumps)
+    for when in dict.fromkeys([w for w, _ in a.dumps] + [w for w, _ in b.dumps]):
+        xa, xb = dumps_a.get(when, ["(not taken)"]), dumps_b.get(when, ["(not taken)"])
+        if xa != xb:
+            diff = difflib.unified_diff(xa, xb, a.kind, b.kind, lineterm="", n=1)
+            diffs.append(Difference(f"DB dump at {when} (fds masked)",
+                                    "\n".join(list(diff)[:60])))
     return cmp

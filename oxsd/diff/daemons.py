@@ -3,7 +3,8 @@
 * ``ocaml``: Debian's real oxenstored 4.17 on the simulated hypervisor,
   started through ``<ocaml-ref>/run-oxenstored.sh SIMDIR SCRATCH`` (needs
   root for ``unshare -m``).
-* ``oxsd``: ``python3 -m oxsd --no-fork --config-file CONF --sim SIMDIR`` with
+* ``oxsd``: ``python3 -m oxsd --no-fork --config-file CONF --sim SIMDIR`` (plus
+  ``--no-domain-init`` when asked) with
   ``XENSTORED_RUNDIR=SCRATCH/run/xenstored`` (the variable names the
   xenstored run dir itself, as for libxenstore's ``xs_daemon_rundir()``).
 
@@ -192,11 +193,30 @@ class Daemon:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
+    @property
+    def db_path(self) -> Path:
+        """The DB dump (/var/run/xenstored/db), written at exit and on every
+        access-log rotation."""
+        return self.scratch / "run" / "xenstored" / "db"
+
+    def rotated_access_logs(self) -> list[Path]:
+        """The access log's files, oldest first (``.N`` ... ``.1``, then the file)."""
+        old = []
+        n = 1
+        while (p := self.access_log_path.with_name(f"{self.access_log_path.name}.{n}")).exists():
+            old.append(p)
+            n += 1
+        return old[::-1] + [self.access_log_path]
+
     def access_log(self) -> str:
-        try:
-            return self.access_log_path.read_text(errors="surrogateescape")
-        except FileNotFoundError:
-            return ""
+        """The whole access log, rotated files included, oldest line first."""
+        parts = []
+        for path in self.rotated_access_logs():
+            try:
+                parts.append(path.read_text(errors="surrogateescape"))
+            except FileNotFoundError:
+                pass
+        return "".join(parts)
 
     def stop(self, timeout: float = 5.0) -> int | None:
         """SIGTERM, then SIGKILL if it has not exited in time.  Returns the
@@ -305,7 +325,8 @@ def start_oxsd(scratch: Path, sim_dir: Path | None = None,
     write_config(conf, scratch, sim_dir, settings,
                  pid_file=str(rundir / "xen" / "xenstored.pid"))
     cmd = [sys.executable, "-m", "oxsd", "--no-fork", "--config-file", str(conf)]
-    cmd += ["--sim", str(sim_dir)] if settings.domain_init else ["--no-domain-init"]
+    # the reference always has its sim (XENSIM_DIR), with or without domain init
+    cmd += ["--sim", str(sim_dir)] + ([] if settings.domain_init else ["--no-domain-init"])
     if not settings.access_log:
         cmd.append("--no-access-log")
     cmd += settings.extra_args

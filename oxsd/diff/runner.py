@@ -8,24 +8,29 @@ Determinism rules (what makes two recordings comparable):
   reads until no connection has received anything for the quiet period and
   then puts a checkpoint into the transcripts, so "nothing arrived before
   this point" is part of the comparison;
-* at the end the runner drains, closes its connections, waits until the
-  access log shows every socket connection closed, walks the whole tree on a
-  fresh connection, and stops the daemon.
+* at the end the runner drains, records the domain clean-up state (the
+  event-channel ports on the simulated hypervisor), closes its connections,
+  waits until the access log shows every socket connection closed, walks the
+  whole tree on a fresh connection and asks IS_DOMAIN_INTRODUCED for every
+  domid the scenario used, and stops the daemon.
 """
 from __future__ import annotations
 
+import os
 import re
 import selectors
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 from .daemons import Daemon
 from .scenario import Scenario, Step, Var
-from .wire import Packet, PacketReader, SocketConn, encode_request, op_code
+from .wire import Packet, PacketReader, SocketConn, encode_request, escape, op_code
 
-__all__ = ["Entry", "Recording", "Endpoint", "GuestBackend", "run_scenario",
-           "walk_tree", "mask_access_log", "Runner"]
+__all__ = ["Entry", "Recording", "Endpoint", "RingEndpoint", "GuestBackend", "run_scenario",
+           "walk_tree", "final_queries", "mask_access_log", "mask_dump", "sim_ports",
+           "Runner"]
 
 MASKED = "<masked>"
 # nodes whose value legitimately differs between the daemons
@@ -33,6 +38,8 @@ MASKED_NODES = {"/tool/xenstored"}
 _DATE = re.compile(r"^\[\d{8}T\d\d:\d\d:\d\d\.\d{3}Z\]")
 _MAX_DRAIN = 10.0  # a quiet step never lasts longer than this
 _READ = op_code("READ")
+_TRANSACTION_START = op_code("TRANSACTION_START")
+_IS_INTRODUCED = op_code("IS_DOMAIN_INTRODUCED")
 STOP_TIMEOUT = 2.0  # after SIGTERM, then SIGKILL
 MAX_TIMEOUTS = 3  # consecutive unanswered requests before the run is abandoned
 
@@ -46,11 +53,20 @@ class Endpoint(Protocol):
     def close(self) -> None: ...
 
 
-class GuestBackend(Protocol):
-    """Creates ring guests and drives the simulated hypervisor (tests inject
-    one built on xensim; oxsd-diff itself only speaks sockets)."""
+class RingEndpoint(Endpoint, Protocol):
+    """A ring guest: its interface page's fields can be read and written."""
 
-    def create_guest(self, daemon: Daemon, domid: int, lazy: bool) -> tuple[Endpoint, dict[str, str]]: ...
+    def ring_get(self, name: str) -> int: ...
+    def ring_set(self, name: str, value: int) -> None: ...
+    def notify(self) -> None: ...
+
+
+class GuestBackend(Protocol):
+    """Creates ring guests and drives the simulated hypervisor: oxsd-diff
+    uses oxsd.sim's (guests.SimGuests), the test suite xensim's."""
+
+    def create_guest(self, daemon: Daemon, domid: int,
+                     lazy: bool) -> tuple[RingEndpoint, dict[str, str]]: ...
     def sim_action(self, daemon: Daemon, args: list[str]) -> None: ...
 
 
@@ -79,6 +95,9 @@ class Recording:
     output_tail: str = ""
     errors: list[str] = field(default_factory=list)        # harness-side problems
     scratch: str = ""
+    domains: list[str] = field(default_factory=list)       # domain clean-up state
+    dumps: list[tuple[str, list[str]]] = field(default_factory=list)  # (when, DB dump)
+    log_files: list[str] = field(default_factory=list)     # access-log files, line counts
 
 
 @dataclass
@@ -90,6 +109,10 @@ class _Conn:
     next_rid: int = 1
     closed: bool = False
     eof: bool = False
+    # recorded transaction id -> the id this daemon gave (``newtx=``), and
+    # rid -> recorded id for TRANSACTION_STARTs not answered yet
+    txmap: dict[int, int] = field(default_factory=dict)
+    pending_tx: dict[int, int] = field(default_factory=dict)
 
 
 class Runner:
@@ -109,6 +132,7 @@ class Runner:
         # (conn, rid, line) of READs of a MASKED_NODES path: their value differs
         # between the daemons by design (traces replay the launcher's probe)
         self.masked: set[tuple[str, int, int]] = set()
+        self.domids = scenario_domids(scenario)
 
     # ---------------------------------------------------------- receiving
     def _read(self, conn: _Conn) -> bool:
@@ -124,6 +148,10 @@ class Runner:
         for p in conn.reader.feed(data):
             if p.op == _READ and (conn.name, p.req_id, self.line) in self.masked:
                 p = Packet(p.op, p.req_id, p.tx_id, MASKED.encode())
+            if not p.is_event and p.req_id in conn.pending_tx:
+                recorded = conn.pending_tx.pop(p.req_id)
+                if p.op == _TRANSACTION_START and p.payload[:-1].isdigit():
+                    conn.txmap[recorded] = int(p.payload[:-1])
             conn.transcript.append(Entry("packet", p, self.line))
         return True
 
@@ -239,7 +267,10 @@ class Runner:
             payload = self._payload(s.payload)
             if s.op == _READ and payload.rstrip(b"\0").decode("latin-1") in MASKED_NODES:
                 self.masked.add((conn.name, rid, s.line))
-            data = encode_request(s.op, payload, s.tx_id, rid, s.length)
+            if s.new_tx is not None:
+                conn.pending_tx[rid] = s.new_tx
+            tx_id = conn.txmap.get(s.tx_id, s.tx_id) if s.tx_id else 0
+            data = encode_request(s.op, payload, tx_id, rid, s.length)
             if self._send(conn, data) and s.action == "request":
                 def answered() -> bool:
                     return conn.eof or any(
@@ -266,8 +297,30 @@ class Runner:
                 self._mark(conn, f"line {s.line}: still open after {self.scn.timeout}s")
         elif s.action == "close":
             self._close(conn)
+        elif s.action == "dump":
+            self.rec.dumps.append((f"line {s.line}", read_dump(self.daemon.db_path)))
+        elif s.action in ("poke", "peek", "notify", "await"):
+            self._ring_step(conn, s)
         else:
             raise AssertionError(s.action)
+
+    def _ring_step(self, conn: _Conn, s: Step) -> None:
+        ep = conn.endpoint
+        if not hasattr(ep, "ring_set"):
+            raise RuntimeError(f"{conn.name} is not a ring guest")
+        if s.action == "poke":
+            for name, value in zip(s.args, s.values):
+                ep.ring_set(name, value)
+        elif s.action == "notify":
+            ep.notify()
+        elif s.action == "peek":
+            self._mark(conn, "ring " + " ".join(f"{n}={ep.ring_get(n):#x}" for n in s.args))
+        else:  # await
+            def reached() -> bool:
+                return all(ep.ring_get(n) == v for n, v in zip(s.args, s.values))
+            if not self.wait_for(reached, self.scn.timeout):
+                self._mark(conn, f"line {s.line}: await timed out: ring " + " ".join(
+                    f"{n}={ep.ring_get(n):#x}" for n in s.args))
 
     def _close(self, conn: _Conn) -> None:
         if conn.closed:
@@ -292,13 +345,17 @@ class Runner:
             self.drain(self.scn.quiet)
         except Exception as e:  # report harness problems instead of raising mid-run
             rec.errors.append(f"line {self.line}: {type(e).__name__}: {e}")
+        # before our guests close their ends: which ports the daemon still binds
+        rec.domains = [f"evtchn {line}" for line in sim_ports(self.daemon.sim_dir)]
         for conn in self.conns.values():
             self._close(conn)
         rec.transcripts = {name: c.transcript for name, c in self.conns.items()}
         self._wait_socket_closes()
-        if self.daemon.alive() and self.scn.tree:
+        if self.daemon.alive() and (self.scn.tree or self.domids):
             try:
-                rec.tree = walk_tree(self.daemon)
+                tree, intro = final_queries(self.daemon, self.scn.tree, self.domids)
+                rec.tree = tree
+                rec.domains += intro
             except (OSError, TimeoutError, ConnectionError) as e:
                 rec.errors.append(f"tree walk failed: {e}")
             self._wait_socket_closes()
@@ -307,6 +364,10 @@ class Runner:
         # identity blocks it for ever): whether it exits is compared too
         rec.exit_status = self.daemon.stop(timeout=STOP_TIMEOUT)
         rec.access_log = mask_access_log(self.daemon.access_log())
+        rec.log_files = [f"{p.name}: {_count_lines(p)} lines"
+                         for p in self.daemon.rotated_access_logs() if p.exists()]
+        if self.scn.dump:
+            rec.dumps.append(("exit", read_dump(self.daemon.db_path)))
         rec.output_tail = self.daemon.output_tail()
         self.sel.close()
         return rec
@@ -320,9 +381,10 @@ class Runner:
         deadline = time.monotonic() + timeout
         while self.daemon.alive() and time.monotonic() < deadline:
             log = self.daemon.access_log()
-            opened = len(re.findall(r"\] +A\d+ +newconn", log))
-            closed = len(re.findall(r"\] +A\d+ +endconn", log))
-            if opened and opened == closed:
+            # by name: with access-log rotation the oldest lines may be gone
+            opened = set(re.findall(r"\] +(A\d+) +newconn", log))
+            closed = set(re.findall(r"\] +(A\d+) +endconn", log))
+            if closed and opened <= closed:
                 return
             time.sleep(0.01)
 
@@ -333,6 +395,122 @@ def run_scenario(daemon: Daemon, scenario: Scenario,
     return Runner(daemon, scenario, guests).run()
 
 
+def scenario_domids(scn: Scenario) -> list[int]:
+    """Domids a scenario's guest and sim lines name (sorted, no duplicates)."""
+    out: set[int] = set()
+    for s in scn.steps:
+        if s.action == "guest":
+            out.add(int(s.args[1], 0))
+        elif s.action == "sim" and s.args[0] != "virq" and len(s.args) > 1:
+            try:
+                out.add(int(s.args[1], 0))
+            except ValueError:
+                pass
+    return sorted(out)
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as f:
+            return sum(1 for _ in f)
+    except FileNotFoundError:
+        return 0
+
+
+def _read_port_file(path: str) -> str:
+    # port files are replaced by rename; an empty read is a writer's window
+    for _ in range(50):
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except FileNotFoundError:
+            return ""
+        if text:
+            return text
+        time.sleep(0.002)
+    return ""
+
+
+def sim_ports(sim_dir: str | Path) -> list[str]:
+    """The event channels on a sim dir, owners by role (spec/sim.md):
+    ``0/3: daemon peer=0:1``.  The daemon's handle sockets are the ``h-*``
+    owners of domain 0's ports (their names hold the pid, which differs from
+    run to run); ports in a guest's directory are the guest's."""
+    root = os.path.join(str(sim_dir), "evtchn")
+    out: list[str] = []
+    ports = os.path.join(root, "ports")
+    doms = sorted((d for d in _listdir(ports) if d.isdigit()), key=int)
+    for dom in doms:
+        for port in sorted((p for p in _listdir(os.path.join(ports, dom)) if p.isdigit()),
+                           key=int):
+            fields = dict(w.split("=", 1) for w in _read_port_file(
+                os.path.join(ports, dom, port)).split() if "=" in w)
+            owner = os.path.basename(fields.get("owner", ""))
+            if dom != "0":
+                role = "guest"
+            elif owner == "xsd-0":
+                role = "xsd-0 (dom0 ring)"
+            elif owner.startswith(f"h-{os.getpid()}-"):
+                role = "harness"
+            elif owner.startswith("h-"):
+                role = "daemon"
+            else:
+                role = owner or "?"
+            out.append(f"{dom}/{port}: {role} peer={fields.get('peer', '?')}")
+    virq = os.path.join(root, "virq")
+    for n in sorted((v for v in _listdir(virq) if v.isdigit()), key=int):
+        out.append(f"virq {n} -> {_read_port_file(os.path.join(virq, n))}")
+    return out
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except FileNotFoundError:
+        return []
+
+
+_DUMP_FD = re.compile(r"^(global|socket|evtchn-dev),(-?\d+)")
+_DUMP_SOCKET_WATCH = re.compile(r"^watch,-\d+,")
+_DUMP_TOOL = "store," + b"/tool/xenstored".hex() + ","
+_LEGACY_TOOL = "tool/xenstored{"
+
+
+def mask_dump(text: str) -> list[str]:
+    """A DB dump (persistence.md §1, or §3's legacy format of ``persistent``)
+    made comparable: file descriptor numbers are masked (``global,FD``; ``-1``
+    is kept), socket connections, which come in the hash order of their fds,
+    are sorted as blocks (a ``socket`` line with its ``watch`` lines), and
+    ``/tool/xenstored``'s value (the daemon's path) is masked."""
+    head: list[str] = []
+    sockets: list[list[str]] = []
+    tail: list[str] = []
+    for line in text.splitlines():
+        if line.startswith(_DUMP_TOOL):  # the daemon's own path (MASKED_NODES)
+            line = line.rsplit(",", 1)[0] + "," + MASKED
+        elif line.startswith(_LEGACY_TOOL):  # persistent = true's legacy format
+            line = line.split(" = ", 1)[0] + " = " + MASKED
+        m = _DUMP_FD.match(line)
+        if m and m.group(2) != "-1":
+            line = f"{m.group(1)},FD{line[m.end():]}"
+        if line.startswith("socket,"):
+            sockets.append([line])
+        elif sockets and _DUMP_SOCKET_WATCH.match(line):
+            sockets[-1].append("watch,-FD," + line.split(",", 2)[2])
+        elif line.startswith("store,") or sockets:
+            tail.append(line)
+        else:
+            head.append(line)
+    return head + [line for block in sorted(sockets) for line in block] + tail
+
+
+def read_dump(path: Path) -> list[str]:
+    try:
+        return mask_dump(path.read_text(errors="surrogateescape"))
+    except FileNotFoundError:
+        return ["(no DB dump file)"]
+
+
 def mask_access_log(text: str) -> list[str]:
     """Access-log lines with the date replaced (the rest kept verbatim)."""
     return [_DATE.sub("[DATE]", line) for line in text.splitlines()]
@@ -340,8 +518,16 @@ def mask_access_log(text: str) -> list[str]:
 
 def walk_tree(daemon: Daemon, timeout: float = 5.0) -> list[str]:
     """Every node as ``path perms=... value``, depth first, children sorted."""
+    return final_queries(daemon, True, (), timeout)[0]
+
+
+def final_queries(daemon: Daemon, tree: bool, domids, timeout: float = 5.0
+                  ) -> tuple[list[str], list[str]]:
+    """On one fresh connection: the tree walk (if `tree`), then
+    IS_DOMAIN_INTRODUCED for each of `domids`."""
     ops = {name: op_code(name) for name in ("DIRECTORY", "READ", "GET_PERMS")}
     out: list[str] = []
+    intro: list[str] = []
     with daemon.connect() as conn:
         rid = 0
 
@@ -369,5 +555,11 @@ def walk_tree(daemon: Daemon, timeout: float = 5.0) -> list[str]:
                 else:
                     visit(f"{path}/{child}")
 
-        visit("/")
-    return out
+        if tree:
+            visit("/")
+        for domid in domids:
+            rid += 1
+            reply = conn.request(_IS_INTRODUCED, b"%d\0" % domid, req_id=rid, timeout=timeout)
+            intro.append(f"domain {domid} introduced: {escape(reply.payload)}"
+                         + ("" if reply.op == _IS_INTRODUCED else f" (op {reply.op})"))
+    return out, intro

@@ -13,6 +13,11 @@ The format is described in tests/scenarios/README.md.  In short::
     a: raw "\\x02\\0\\0\\0"            # raw bytes
     a: quiet                          # drain until quiet, checkpoint on a
     quiet 0.3                         # drain all, checkpoint on all
+    g: poke rsp_cons=0x80000000       # ring guests: write ring fields,
+    g: peek connection rsp_prod       #   record them, notify the daemon,
+    g: notify                         #   wait for a field's value
+    g: await connection=0
+    dump                              # record the daemon's DB dump file
 
 The parser produces a ``Scenario`` of ``Step`` objects; it knows nothing about
 sockets.  Payload parts that name ``${guest.attr}`` variables are resolved by
@@ -24,7 +29,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .wire import op_code
+from .wire import RING_OFFSETS, op_code
 
 __all__ = ["Scenario", "Step", "Var", "ScenarioError", "parse", "load",
            "parse_string_literal"]
@@ -32,6 +37,9 @@ __all__ = ["Scenario", "Step", "Var", "ScenarioError", "parse", "load",
 DEFAULT_QUIET = 0.1
 DEFAULT_TIMEOUT = 3.0
 ACCESSLOG_MODES = ("ordered", "sorted", "off")
+# struct xenstore_domain_interface fields a guest step may peek or poke
+RING_ACTIONS = ("poke", "peek", "notify", "await")
+RING_FIELDS = tuple(RING_OFFSETS)
 
 
 class ScenarioError(ValueError):
@@ -53,16 +61,18 @@ class Step:
     line: int
     text: str                      # the source line, for reports
     action: str                    # request send raw wait events quiet close eof
-    #                                conn guest sim
+    #                                poke peek notify await, conn guest sim dump
     conn: str | None = None
     op: int = 0
     tx_id: int = 0
     req_id: int | None = None      # None: the connection's next id
     length: int | None = None      # declared length override
+    new_tx: int | None = None      # TRANSACTION_START: the id it got when recorded
     payload: list = field(default_factory=list)  # bytes and Var parts
     count: int = 1                 # wait/events
     seconds: float | None = None   # quiet; None = scenario default
-    args: list[str] = field(default_factory=list)  # conn/guest/sim words
+    args: list[str] = field(default_factory=list)  # conn/guest/sim words, ring fields
+    values: list[int] = field(default_factory=list)  # poke/await values (per field)
 
 
 @dataclass
@@ -76,6 +86,7 @@ class Scenario:
     accesslog: str = "ordered"
     tree: bool = True
     domain_init: bool = True
+    dump: bool = False             # compare the DB dump written at exit
     steps: list[Step] = field(default_factory=list)
 
     @property
@@ -89,7 +100,7 @@ class Scenario:
 
 _ESCAPES = {"0": b"\0", "n": b"\n", "t": b"\t", "r": b"\r", "\\": b"\\", '"': b'"'}
 _CONN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_KEYWORDS = {"title", "spec", "config", "option", "conn", "guest", "sim", "quiet"}
+_KEYWORDS = {"title", "spec", "config", "option", "conn", "guest", "sim", "quiet", "dump"}
 
 
 def parse_string_literal(text: str, pos: int) -> tuple[bytes, int]:
@@ -174,13 +185,18 @@ def _parse_request(step: Step, words: list) -> None:
                 step.req_id = _int(value)
             elif key == "len":
                 step.length = _int(value)
+            elif key == "newtx":
+                step.new_tx = _int(value)
             else:
                 raise ValueError(f"unknown request option {key!r}")
         elif isinstance(w, (bytes, Var)):
             step.payload.append(w)
         else:
             raise ValueError(f"unexpected word {w!r} (payloads are quoted strings)")
-    for key, value in (("tx", step.tx_id), ("rid", step.req_id), ("len", step.length)):
+    if step.new_tx is not None and step.op != op_code("TRANSACTION_START"):
+        raise ValueError("newtx= is only for TRANSACTION_START")
+    for key, value in (("tx", step.tx_id), ("rid", step.req_id), ("len", step.length),
+                       ("newtx", step.new_tx)):
         if value is not None and not 0 <= value <= 0xFFFFFFFF:
             raise ValueError(f"{key}={value} does not fit in 32 bits")
 
@@ -202,10 +218,28 @@ def _parse_conn_action(step: Step, words: list) -> None:
     elif head == "quiet":
         step.action = "quiet"
         step.seconds = float(rest[0]) if rest else None
-    elif head in ("close", "eof"):
+    elif head in ("close", "eof", "notify"):
         step.action = head
         if rest:
             raise ValueError(f"{head} takes no argument")
+    elif head in ("poke", "await", "peek"):
+        step.action = head
+        if not rest or not all(isinstance(w, str) for w in rest):
+            raise ValueError(f"{head} takes ring field names"
+                             + ("" if head == "peek" else "=VALUE"))
+        for w in rest:
+            name, sep, value = w.partition("=")
+            if name not in RING_FIELDS:
+                raise ValueError(f"unknown ring field {name!r} (one of {', '.join(RING_FIELDS)})")
+            if bool(sep) == (head == "peek"):
+                raise ValueError(f"{head} {w!r}: " + ("no value" if head == "peek"
+                                                      else "FIELD=VALUE"))
+            step.args.append(name)
+            if sep:
+                number = _int(value)
+                if not 0 <= number <= 0xFFFFFFFF:
+                    raise ValueError(f"{w}: does not fit in 32 bits")
+                step.values.append(number)
     else:
         step.action = "request"
         _parse_request(step, words)
@@ -228,6 +262,8 @@ def _parse_option(scn: Scenario, words: list) -> None:
             scn.tree = value in ("on", "true", "1")
         elif key == "domain-init":
             scn.domain_init = value in ("on", "true", "1")
+        elif key == "dump":
+            scn.dump = value in ("on", "true", "1")
         else:
             raise ValueError(f"unknown option {key!r}")
 
@@ -236,6 +272,7 @@ def parse(text: str, path: str = "<string>") -> Scenario:
     """Parse scenario text."""
     scn = Scenario(path=path)
     known: set[str] = set()
+    guests: set[str] = set()
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -272,6 +309,8 @@ def parse(text: str, path: str = "<string>") -> Scenario:
                     if n in known:
                         raise ValueError(f"connection {n!r} opened twice")
                     known.add(n)
+                    if first == "guest":
+                        guests.add(n)
                 step.action = first
                 step.args = names
             elif first == "sim":
@@ -282,12 +321,18 @@ def parse(text: str, path: str = "<string>") -> Scenario:
             elif first == "quiet":
                 step.action = "quiet"
                 step.seconds = float(words[1]) if len(words) > 1 else None
+            elif first == "dump":
+                step.action = "dump"
+                if len(words) > 1:
+                    raise ValueError("dump takes no argument")
             elif first.endswith(":"):
                 name = first[:-1]
                 if name not in known:
                     raise ValueError(f"unknown connection {name!r} (open it with conn)")
                 step.conn = name
                 _parse_conn_action(step, words[1:])
+                if step.action in RING_ACTIONS and name not in guests:
+                    raise ValueError(f"{step.action}: {name!r} is not a ring guest")
             else:
                 raise ValueError("cannot parse line (connection actions are 'NAME: ...')")
         except (ValueError, IndexError) as e:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 __all__ = [
     "HEADER", "OPS", "OP_CODES", "XS_WATCH_EVENT", "XS_ERROR",
     "Packet", "PacketReader", "SocketConn", "op_name", "op_code",
-    "encode_request", "escape", "describe",
+    "encode_request", "escape", "describe", "RING_OFFSETS",
 ]
 
 HEADER = struct.Struct("<IIII")  # type, req_id, tx_id, len
@@ -38,6 +38,13 @@ OP_CODES: dict[str, int] = {name: code for code, name in OPS.items()}
 OP_CODES.update(DEBUG=0, IS_INTRODUCED=17)
 XS_WATCH_EVENT = 15
 XS_ERROR = 16
+
+# struct xenstore_domain_interface: byte offsets of the 32-bit fields after
+# req[1024] and rsp[1024] (xs_wire.h)
+RING_OFFSETS: dict[str, int] = {
+    "req_cons": 2048, "req_prod": 2052, "rsp_cons": 2056, "rsp_prod": 2060,
+    "server_features": 2064, "connection": 2068, "error": 2072,
+}
 
 
 def op_name(code: int) -> str:

@@ -15,6 +15,7 @@ run against either.
 from __future__ import annotations
 
 import itertools
+import math
 import select
 import socket
 import time
@@ -23,9 +24,21 @@ from typing import Optional, Union
 from ..xb.op import Op
 from ..xb.packet import HEADER
 
-__all__ = ["XsError", "XsClient", "SocketClient"]
+__all__ = ["XsError", "XsClient", "SocketClient", "wait_readable"]
 
 Data = Union[str, bytes]
+
+
+def wait_readable(sock: socket.socket, timeout: Optional[float]) -> bool:
+    """Wait up to `timeout` s (None: for ever) for input on `sock`.
+
+    poll(2), not select(2): a test process with hundreds of guests has fd
+    numbers above FD_SETSIZE (1024), which select() rejects.
+    """
+    p = select.poll()
+    p.register(sock, select.POLLIN)
+    ms = None if timeout is None else max(0, math.ceil(timeout * 1000))
+    return bool(p.poll(ms))
 
 
 class XsError(Exception):
@@ -220,8 +233,7 @@ class SocketClient(XsClient):
         self.sock.sendall(data)
 
     def _recv_bytes(self, timeout: float) -> bytes:
-        r, _, _ = select.select([self.sock], [], [], timeout)
-        if not r:
+        if not wait_readable(self.sock, timeout):
             return b""
         data = self.sock.recv(65536)
         if not data:

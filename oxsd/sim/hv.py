@@ -17,7 +17,6 @@ from __future__ import annotations
 import errno
 import itertools
 import os
-import select
 import socket
 import struct
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from ..xenctrl import (GNTTAB_RESERVED_XENSTORE, XEN_DOMINF_dying, XEN_DOMINF_ru
                        XEN_DOMINF_shutdown, XEN_DOMINF_shutdownmask, XEN_DOMINF_shutdownshift,
                        DomainInfo, Error, Hypervisor, read_port_file)
 from ..xenmmap import MmapInterface, map_fd, map_file
+from .client import wait_readable
 from .layout import MAX_DOMID, SimDir, format_port, read_text, strtoul, write_atomic
 
 __all__ = ["SimEventChannel", "SimHypervisor", "EVENT_SEND_TIMEOUT", "sun_path_ok"]
@@ -95,6 +95,7 @@ class _Route:
     ino: int
     owner: Optional[str]  # None: nothing to deliver to (unbound / virq / peer gone)
     peer_port: int = 0
+    own: str = ""  # our port file (kept: notify is on the hot path of every ring)
 
 
 class SimEventChannel(EventChannel):
@@ -257,36 +258,37 @@ class SimEventChannel(EventChannel):
         except OSError:
             pass
 
-    def _resolve(self, port: int, ino: int) -> _Route:
+    def _resolve(self, port: int, ino: int, own: str) -> _Route:
         try:
             info = self.sim.read_port(self.domid, port)
         except OSError as e:
             raise EvtchnError.of("notify", errno.EINVAL) from e
         if info.kind != "interdomain":
-            return _Route(ino, None)
+            return _Route(ino, None, own=own)
         try:
             peer = self.sim.read_port(info.peer_dom, info.peer_port)
         except OSError:
-            return _Route(ino, None)  # peer closed
+            return _Route(ino, None, own=own)  # peer closed
         if not peer.owner or not sun_path_ok(peer.owner):
-            return _Route(ino, None)
-        return _Route(ino, peer.owner, info.peer_port)
+            return _Route(ino, None, own=own)
+        return _Route(ino, peer.owner, info.peer_port, own)
 
     def notify(self, port: int) -> None:
         """Event to the peer's owner; undeliverable events are dropped, as Xen's notify succeeds."""
-        if port not in self._ports:
-            raise EvtchnError.of("notify", errno.EINVAL)
-        own = self.sim.port_file(self.domid, port)
+        try:
+            route = self._ports[port]
+        except KeyError:
+            raise EvtchnError.of("notify", errno.EINVAL) from None
+        own = route.own if route is not None else self.sim.port_file(self.domid, port)
         for attempt in (0, 1):
             try:
                 ino = os.stat(own).st_ino
             except OSError:
                 return  # own port closed under us: dropped
-            route = self._ports[port]
             # Port files are only replaced by rename, so an unchanged inode
             # means the cached route still holds.
             if route is None or route.owner is None or route.ino != ino or attempt:
-                route = self._ports[port] = self._resolve(port, ino)
+                route = self._ports[port] = self._resolve(port, ino, own)
                 if route.owner is None:
                     return
             try:
@@ -327,8 +329,7 @@ class SimEventChannel(EventChannel):
     # -- guest-side conveniences (not used by the daemon)
     def wait(self, timeout: Optional[float]) -> Optional[int]:
         """Wait up to `timeout` seconds for one event; its port or None."""
-        r, _, _ = select.select([self.sock], [], [], timeout)
-        return self.pending() if r else None
+        return self.pending() if wait_readable(self.sock, timeout) else None
 
     def drain(self) -> list[int]:
         """Consume every queued event without blocking."""

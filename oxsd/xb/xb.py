@@ -232,7 +232,8 @@ class Xb:
     """One connection's transport (Xb.t)."""
 
     __slots__ = ("backend", "pkt_out", "partial_in", "_out", "_out_off", "capacity",
-                 "_read", "_read_more", "_write", "_q", "_counts", "_qcap", "_maxout")
+                 "_read", "_read_more", "_write", "_q", "_counts", "_qcap", "_maxout",
+                 "on_activity")
 
     def __init__(self, backend: Backend, maxoutstanding: int, maxwatchevents: int) -> None:
         self.backend = backend
@@ -249,6 +250,10 @@ class Xb:
         self._counts = self.pkt_out.counts
         self._qcap = self.pkt_out.capacity
         self._maxout = maxoutstanding
+        # Called when the connection may have gained "more work" (a ring read
+        # moved data, or a packet was queued): lets the registry follow the
+        # few busy rings instead of polling all of them (rings only).
+        self.on_activity: Optional[Callable[[], None]] = None
 
     @classmethod
     def open_fd(cls, sock: Union[socket.socket, int], maxoutstanding: int,
@@ -272,7 +277,11 @@ class Xb:
     # -- queue --------------------------------------------------------
     def queue(self, pkt: Packet) -> bool:
         """Queue pkt for output; False when the queue refuses it (xb.ml: None)."""
-        return self.pkt_out.push(pkt)
+        if self.pkt_out.push(pkt):
+            if self.on_activity is not None:
+                self.on_activity()
+            return True
+        return False
 
     def can_input(self) -> bool:
         """A request may be read only when its reply is sure to fit."""
@@ -290,7 +299,10 @@ class Xb:
             return None
         partial = self.partial_in
         n = partial.to_read()
-        pkt = partial.feed(self._read(n) if n > 0 else b"")
+        data = self._read(n) if n > 0 else b""
+        if data and self.on_activity is not None:
+            self.on_activity()
+        pkt = partial.feed(data)
         if pkt is None and self._read_more is not None and partial.in_body():
             # The header just completed.  Sockets: take the body now if it is
             # already there, saving a loop iteration; never wait for it, and

@@ -131,12 +131,96 @@ def test_reordered_watch_events_are_caught_and_point_at_the_packet(monkeypatch, 
     assert 'oxsd  : WATCH_EVENT rid=0 tx=0 len=11 "/r/x\\0inner\\0"' in report
 
 
+_KEEP_EVENT_CHANNEL = """
+    from oxsd.domain import Domain
+    Domain.close = lambda self: None   # forget to unbind the domain's port
+"""
+
+
+def test_missing_domain_cleanup_is_caught(monkeypatch, tmp_path, ocaml_ref):
+    _broken_oxsd(monkeypatch, tmp_path, _KEEP_EVENT_CHANNEL)
+    scn = parse('conn a\nguest g 5\na: INTRODUCE "5\\0" ${g.mfn} "\\0" ${g.port} "\\0"\n'
+                "quiet\nsim destroy 5\nquiet 0.3\n", "cleanup.scn")
+    cmp = diff_scenario(scn, ("ocaml", "oxsd"), guests=SimGuests(), keep_different=False)
+    assert [d.where for d in cmp.differences] == [
+        "domain clean-up (event channels before the guests close, then IS_DOMAIN_INTRODUCED)"]
+    text = cmp.differences[0].text
+    assert "+evtchn 0/4: daemon peer=5:1" in text
+    assert "-evtchn 5/1: guest peer=unbound" in text and "+evtchn 5/1: guest peer=0:4" in text
+
+
 def test_unbroken_oxsd_passes_the_same_probes(ocaml_ref):
     scn = parse('conn a b\na: READ "/nope\\0"\n'
                 'b: WATCH "/r\\0outer\\0"\nb: WATCH "/r/x\\0inner\\0"\nquiet\n'
                 'a: WRITE "/r/x\\0v"\nquiet\n', "ok.scn")
     cmp = diff_scenario(scn, ("ocaml", "oxsd"), keep_different=False)
     assert cmp.identical, cmp.report()
+
+
+# ------------------------------------------------------------- config test
+
+def _config_test(kind: str, daemon_args: list[str], tmp_path: Path) -> tuple:
+    """Run `--config-test` the way the harness starts that kind of daemon."""
+    from oxsd.diff.daemons import REPO_ROOT, find_ocaml_ref
+    scratch = tmp_path / kind
+    scratch.mkdir()
+    if kind == "ocaml":
+        cmd = [str(find_ocaml_ref() / "run-oxenstored.sh"), str(scratch / "sim"), str(scratch)]
+    else:
+        cmd = [sys.executable, "-m", "oxsd", "--no-fork"]
+    res = subprocess.run(cmd + daemon_args, capture_output=True, text=True, timeout=60,
+                         cwd=str(REPO_ROOT))
+    err = "\n".join(line for line in res.stderr.splitlines()
+                    if not line.startswith("socket: "))  # the launcher's own line
+    return res.returncode, res.stdout, err
+
+
+def test_config_test_of_a_missing_file_exits_0_like_the_reference(ocaml_ref, tmp_path):
+    """config.md §5 [quirk]: the read error is printed, then 'valid', exit 0."""
+    args = ["--config-test", "--config-file", str(tmp_path / "missing.conf")]
+    ocaml = _config_test("ocaml", args, tmp_path)
+    assert ocaml == (0, f"Configuration valid at {tmp_path / 'missing.conf'}\n",
+                     f"error: config: {tmp_path / 'missing.conf'}: No such file or directory")
+    assert _config_test("oxsd", args, tmp_path) == ocaml
+
+
+# ------------------------------------------------------- access-log import
+
+def test_imported_access_log_replays_identically(start, ocaml_ref, tmp_path):
+    """Read and special ops logged, transaction ops not: the aborted
+    transaction 1 is invisible, transaction 2's start and commit are inferred
+    and its id is mapped (newtx=2) to the 1 the replaying daemon gives."""
+    from oxsd.diff.accesslog import import_access_log
+    config = "config access-log-read-ops = true\nconfig access-log-special-ops = true\n"
+    scn = parse(config + textwrap.dedent("""\
+        conn a b
+        a: WRITE "/i/x\\0" "1"
+        b: WATCH "/i\\0" "t\\0"
+        quiet
+        a: TRANSACTION_START "\\0"
+        a: TRANSACTION_END tx=1 "F\\0"
+        a: TRANSACTION_START "\\0"
+        a: WRITE tx=2 "/i/y\\0" "2"
+        a: READ tx=2 "/i/x\\0"
+        a: TRANSACTION_END tx=2 "T\\0"
+        quiet
+        a: GET_PERMS "/i/y\\0"
+        a: IS_DOMAIN_INTRODUCED "0\\0"
+        a: READ "/nope\\0"
+        a: close
+        """), "src.scn")
+    daemon = start("ocaml", DaemonSettings(extra_conf=list(scn.config)))
+    assert not run_scenario(daemon, scn).errors
+    replay = parse(config + import_access_log(daemon.access_log(), "src"), "imported.scn")
+    ops = [(s.op, s.tx_id, s.new_tx) for s in replay.steps
+           if s.action == "request" and s.conn == "A2"]
+    assert ops == [(11, 0, None), (6, 0, 2), (11, 2, None), (2, 2, None), (7, 2, None),
+                   (3, 0, None), (17, 0, None), (2, 0, None)]
+    cmp = diff_scenario(replay, ("ocaml", "oxsd"), keep_different=False)
+    assert cmp.identical, cmp.report()
+    replies = [e.data for e in cmp.a.transcripts["A2"] if e.kind == "packet"]
+    assert [(p.op, p.tx_id, p.payload) for p in replies[1:5]] == [
+        (6, 0, b"1\0"), (11, 1, b"OK\0"), (2, 1, b"1"), (7, 1, b"OK\0")]
 
 
 # ------------------------------------------------------- recording proxy
@@ -205,10 +289,19 @@ def test_record_refuses_a_missing_upstream(tmp_path, capsys):
 # ----------------------------------------------------------------- the CLI
 
 def test_cli_runs_guest_scenarios_on_oxsd_sim_and_prints_summary(ocaml_ref, capsys):
-    status = diff_main([str(SCENARIOS / "guests_intro.scn"), str(SCENARIOS / "quota_off.scn")])
+    # ring_page pokes the interface page through oxsd.sim's Ring
+    status = diff_main([str(SCENARIOS / "guests_intro.scn"), str(SCENARIOS / "ring_page.scn"),
+                        str(SCENARIOS / "quota_off.scn")])
     out = capsys.readouterr().out
     assert status == 0, out
-    assert out.splitlines()[-1] == "2 scenarios, 2 identical, 0 differ"
+    assert out.splitlines()[-1] == "3 scenarios, 3 identical, 0 differ"
+
+
+def test_cli_list_prints_the_corpus_by_spec_area(capsys):
+    assert diff_main(["--list", str(SCENARIOS)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^transactions\.md +\d+ +\d+$", out, re.M)
+    assert re.search(r"^\d+ scenarios \(\d+ with ring guests\), \d+ requests$", out, re.M)
 
 
 def test_cli_runs_a_given_oxenstored_binary(ocaml_ref, capsys):

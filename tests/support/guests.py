@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from oxsd.diff.guests import RingGuestEndpoint, sim_action
+
 __all__ = ["load_xensim", "XensimGuests", "GuestEndpoint"]
 
 
@@ -27,28 +29,14 @@ def load_xensim(ref: Path) -> ModuleType:
     return mod
 
 
-class GuestEndpoint:
-    """A xensim Guest seen as a runner endpoint (raw bytes over its ring)."""
+class GuestEndpoint(RingGuestEndpoint):
+    """A xensim Guest seen as a runner endpoint (raw bytes over its ring,
+    ring fields for ``poke``/``peek``)."""
 
     def __init__(self, guest) -> None:
+        super().__init__(guest.ring, guest.client.notify, guest.evtchn.fileno,
+                         guest.evtchn.drain, guest.close, guest.client.lazy)
         self.guest = guest
-        self.lazy = guest.client.lazy
-
-    def fileno(self) -> int:
-        return self.guest.evtchn.fileno()
-
-    def send_bytes(self, data: bytes) -> None:
-        self.guest.client._send_bytes(data)
-
-    def recv_nowait(self) -> bytes:
-        self.guest.evtchn.drain()
-        data = self.guest.ring.read_rsp()
-        if data and not self.lazy:
-            self.guest.client.notify()  # space freed in rsp[], as xenbus does
-        return data
-
-    def close(self) -> None:
-        self.guest.close()
 
 
 class XensimGuests:
@@ -66,17 +54,4 @@ class XensimGuests:
 
     def sim_action(self, daemon, args: list[str]) -> None:
         """``destroy D``, ``shutdown D [code]``, ``dying D``, ``create D``, ``virq N``."""
-        sim = self._sim(daemon)
-        action, nums = args[0], [int(a, 0) for a in args[1:]]
-        if action == "destroy":
-            sim.destroy_domain(nums[0])
-        elif action == "shutdown":
-            sim.shutdown_domain(nums[0], nums[1] if len(nums) > 1 else 0)
-        elif action == "dying":
-            sim.set_domain_state(nums[0], "dying", raise_virq=True)
-        elif action == "create":
-            sim.create_domain(nums[0])
-        elif action == "virq":
-            sim.raise_virq(nums[0])
-        else:
-            raise ValueError(f"unknown sim action {action!r}")
+        sim_action(self._sim(daemon), args)

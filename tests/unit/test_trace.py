@@ -122,3 +122,17 @@ def test_tracer_hooks_connections_and_packets():
         "conn A2", "# D5 opened (not replayable over a socket)",
         'A2: MKDIR tx=0 rid=1 "/m\\0"', '#   A2 <- MKDIR rid=1 tx=0 len=3 "OK\\0"',
         '# D5: READ tx=0 rid=1 "x\\0"', "A2: close", "# D5 closed"]
+
+
+def test_transaction_start_line_carries_the_id_it_got():
+    w, out = _writer()
+    w.open_conn("A2")
+    w.request("A2", 6, 0, 1, b"\0")
+    w.reply("A2", 6, 0, 1, b"4\0")
+    w.request("A2", 6, 0, 2, b"\0")
+    w.reply("A2", 16, 0, 2, b"EQUOTA\0")  # an error gives no id
+    w.close("A2")
+    lines = out.getvalue().splitlines()
+    assert 'A2: TRANSACTION_START tx=0 rid=1 newtx=4 "\\0"' in lines
+    assert 'A2: TRANSACTION_START tx=0 rid=2 "\\0"' in lines
+    assert parse(out.getvalue()).steps[1].new_tx == 4
