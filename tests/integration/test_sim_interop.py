@@ -112,7 +112,8 @@ def test_guest_from_oxsd_tooling_is_served_over_the_ring(daemon):
             g.read("/local/domain/0/nope")
         assert ei.value.err in ("ENOENT", "EACCES")
         assert g.ring.server_features == 1  # the daemon advertised RECONNECTION
-        assert g.notifies > 0 and g.events_seen > 0
+        # Events the guest did not have to wait for are still queued on its handle.
+        assert g.notifies > 0 and g.events_seen + len(g.evtchn.drain()) > 0
     finally:
         g.close()
 
