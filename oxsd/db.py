@@ -299,8 +299,8 @@ def from_channel(store: "Store", cons: "Connections",
         restored.listen_sock = sock
 
     def evtchn_f(fd: int, domexc_port: int) -> None:
-        if fd in in_use or fd in owned:
-            raise _UnixError(OSError(errno.EBADF, os.strerror(errno.EBADF)), "fdopen")  # EBADF: not a handle of ours
+        if fd in in_use or fd in owned:  # ours already: not an inherited handle
+            raise _UnixError(OSError(errno.EBADF, os.strerror(errno.EBADF)), "fdopen")
         restored.doms = domains_init(new_event(fd, domexc_port))
 
     def socket_f(fd: int) -> None:

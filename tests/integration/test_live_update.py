@@ -336,6 +336,7 @@ def test_force_keeps_waiting_for_open_transactions(start, xensim, kind):
 
 
 def test_two_blocking_domains_are_listed_in_the_originals_order(start, xensim):
+    """The original folds its Hashtbls (domains in bucket order after the reversal)."""
     replies = {}
     for kind in KINDS:
         daemon = start(kind)
@@ -348,8 +349,10 @@ def test_two_blocking_domains_are_listed_in_the_originals_order(start, xensim):
         replies[kind] = _poll_start(ctl, "-t", "1")
         for c in (d0, ctl, *gs):
             c.close()
+
     def domain_lines(reply):
         return [ln for ln in reply.decode().split("\n") if ln.startswith("D")]
+
     assert domain_lines(replies["oxsd"]) == domain_lines(replies["ocaml"])
 
 

@@ -1,0 +1,448 @@
+"""The main loop's policy (xenstored.ml main_loop and helpers; domains.md §5-§8).
+
+The scheduler is driven with fakes for the process, the connections and the
+hypervisor, and a real `Domains` registry, so each rule is checked on its
+own: who is served on an iteration (io credit), what the ring scan does,
+when periodic work runs, the poll timeout, event-channel handling.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import pytest
+
+from oxsd.config import Settings
+from oxsd.domain import Domain
+from oxsd.domains import Domains
+from oxsd.event import Event
+from oxsd.scheduler import CREDIT_POLL_INTERVAL, PERIOD_OPS_INTERVAL, Scheduler, _ocaml_float
+
+
+# -- fakes --------------------------------------------------------------------
+
+class FakeHandle:
+    def __init__(self) -> None:
+        self.next_port = 10
+        self.queue: List[int] = []
+        self.unmasked: List[int] = []
+
+    def fd(self) -> int:
+        return -1
+
+    def bind_interdomain(self, domid: int, port: int) -> int:
+        self.next_port += 1
+        return self.next_port
+
+    def bind_virq(self, virq: int) -> int:
+        return 3
+
+    def unbind(self, port: int) -> None:
+        pass
+
+    def notify(self, port: int) -> None:
+        pass
+
+    def pending(self) -> Optional[int]:
+        return self.queue.pop(0) if self.queue else None
+
+    def unmask(self, port: int) -> None:
+        self.unmasked.append(port)
+
+
+@dataclass
+class Info:
+    shutdown: bool = False
+    dying: bool = False
+    shutdown_code: int = 0
+
+
+class FakeHv:
+    def __init__(self) -> None:
+        self.states: Dict[int, Info] = {}
+
+    def map_ring(self, domid: int, mfn: int) -> bytearray:
+        return bytearray(4096)
+
+    def domain_getinfo(self, domid: int) -> Info:
+        if domid not in self.states:
+            raise OSError(3, "no such domain")
+        return self.states[domid]
+
+
+@dataclass
+class FakeCon:
+    dom: Domain
+    more_work: bool = False
+    # what the next do_input does to more_work (the ring scan's probe)
+    input_finds_work: bool = False
+
+    def has_more_work(self) -> bool:
+        return self.more_work
+
+    def has_more_input(self) -> bool:
+        return self.more_work
+
+    def has_output(self) -> bool:
+        return False
+
+
+class FakeProcess:
+    def __init__(self) -> None:
+        self.calls: List[tuple] = []
+        self.txreg = type("TxReg", (), {"failed_commits": 0, "failed_commits_no_culprit": 0,
+                                        "reset_conflict_stats": lambda self: None})()
+
+    def do_input(self, con: FakeCon) -> None:
+        self.calls.append(("in", con.dom.id))
+        if con.input_finds_work:
+            con.more_work = True
+
+    def do_output(self, con: FakeCon) -> None:
+        self.calls.append(("out", con.dom.id))
+
+
+class FakeCons:
+    def __init__(self) -> None:
+        self.anonymous: Dict[int, object] = {}
+        self.domains: Dict[int, FakeCon] = {}
+        self.ports: Dict[int, FakeCon] = {}
+        self.deleted: List[int] = []
+        self.fired: List[str] = []
+
+    def add(self, dom: Domain) -> FakeCon:
+        con = self.domains[dom.id] = FakeCon(dom)
+        self.ports[dom.get_local_port()] = con
+        return con
+
+    def find_domain(self, domid: int) -> FakeCon:
+        return self.domains[domid]
+
+    def find_domain_by_port(self, port: int) -> FakeCon:
+        return self.ports[port]
+
+    def has_more_work(self) -> List[FakeCon]:
+        return [c for c in self.domains.values() if c.has_more_work()]
+
+    def del_domain(self, domid: int) -> None:
+        self.deleted.append(domid)
+        self.domains.pop(domid, None)
+
+    def fire_spec_watches(self, root, path) -> None:
+        self.fired.append(str(path))
+
+    def stats(self):
+        return (0, 0, 0, len(self.domains), 0, 0)
+
+    def prevents_quit(self):
+        return []
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.reset: List[int] = []
+
+    def reset_permissions(self, domid: int) -> None:
+        self.reset.append(domid)
+
+    def get_root(self):
+        return "root"
+
+    def stats(self):
+        return (6, 0, 0)
+
+
+class FakeHistory:
+    def __init__(self) -> None:
+        self.trims = 0
+
+    def trim(self) -> None:
+        self.trims += 1
+
+
+class Clock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Env:
+    sched: Scheduler
+    doms: Domains
+    cons: FakeCons
+    process: FakeProcess
+    hv: FakeHv
+    handle: FakeHandle
+    store: FakeStore
+    clock: Clock
+    settings: Settings
+    history: FakeHistory
+    con: Dict[int, FakeCon] = field(default_factory=dict)
+
+    def add(self, domid: int, credit: int = 0) -> FakeCon:
+        self.hv.states.setdefault(domid, Info())
+        dom = self.doms.create0() if domid == 0 else self.doms.create(domid, 1, remote_port=1)
+        dom.set_io_credit(credit)
+        con = self.con[domid] = self.cons.add(dom)
+        return con
+
+
+@pytest.fixture
+def env():
+    settings = Settings()
+    settings.xenstored_kva = settings.xenstored_port = "/unused"
+    handle = FakeHandle()
+    event = Event.init(handle)
+    hv = FakeHv()
+    hv.read_port_file = lambda path: 1
+    hv.map_file = lambda path: bytearray(4096)
+    cons, process, store, history, clock = FakeCons(), FakeProcess(), FakeStore(), FakeHistory(), Clock()
+    sched = Scheduler(store=store, cons=cons, doms=None, process=process, settings=settings,
+                      history=history, listen_sock=None, event=event, poll_evtchn=False,
+                      clock=clock)
+    doms = Domains(event, hv, settings, sched.advance_next_frequent_ops)
+    sched.doms = doms
+    e = Env(sched, doms, cons, process, hv, handle, store, clock, settings, history)
+    yield e
+    sched.selector.close()
+
+
+# -- process_domains (domains.md §7) ----------------------------------------------
+
+def test_each_domain_with_credit_gets_one_input_and_one_output_step(env):
+    env.add(0)
+    env.add(5, credit=2)
+    env.add(6, credit=0)
+    env.add(7, credit=1)
+    env.sched.process_domains()
+    assert env.process.calls == [("in", 5), ("out", 5), ("in", 7), ("out", 7)]
+    assert [env.doms.find(d).io_credit for d in (5, 6, 7)] == [1, 0, 0]
+
+
+def test_bad_and_conflict_paused_domains_are_not_served_and_keep_their_credit(env):
+    env.add(5, credit=3).dom.mark_as_bad()
+    env.add(6, credit=3).dom.conflict_credit = 0.0
+    env.sched.process_domains()
+    assert env.process.calls == []
+    assert env.doms.find(5).io_credit == 3 and env.doms.find(6).io_credit == 3
+
+
+def test_a_served_domain_spends_one_credit_per_iteration_until_none_is_left(env):
+    env.add(5, credit=2)
+    for _ in range(4):
+        env.sched.process_domains()
+    assert env.process.calls == [("in", 5), ("out", 5)] * 2
+    assert env.doms.find(5).io_credit == 0
+
+
+# -- the ring scan (domains.md §8.3) -------------------------------------------------
+
+def test_ring_scan_finds_a_lazy_domain_and_gives_it_32_plus_2n_credit(env, caplog):
+    env.add(0)
+    env.add(5).input_finds_work = True
+    with caplog.at_level(logging.INFO):
+        env.sched.ring_scan_checker(env.doms.find(5))
+    assert env.process.calls == [("out", 5), ("in", 5)]  # output first, then input
+    assert env.doms.find(5).io_credit == 36
+    assert "found lazy domain 5, credit 36" in caplog.text
+
+
+def test_ring_scan_credit_grows_with_the_number_of_domains(env):
+    for d in (0, 5, 6, 7):
+        env.add(d)
+    env.con[6].input_finds_work = True
+    env.sched.ring_scan_checker(env.doms.find(6))
+    assert env.doms.find(6).io_credit == 32 + 2 * 4
+
+
+def test_ring_scan_skips_domains_holding_credit_or_already_busy(env, caplog):
+    env.add(5, credit=1).input_finds_work = True
+    busy = env.add(6)
+    busy.more_work = True
+    with caplog.at_level(logging.DEBUG):
+        env.sched.ring_scan_checker(env.doms.find(5))
+        env.sched.ring_scan_checker(env.doms.find(6))
+    assert env.process.calls == []
+    assert "Looking up domid 5" not in caplog.text and "Looking up domid 6" in caplog.text
+    assert env.doms.find(5).io_credit == 1 and env.doms.find(6).io_credit == 0
+
+
+def test_ring_scan_leaves_an_idle_domain_alone(env, caplog):
+    env.add(5)
+    with caplog.at_level(logging.INFO):
+        env.sched.ring_scan_checker(env.doms.find(5))
+    assert env.process.calls == [("out", 5), ("in", 5)]
+    assert env.doms.find(5).io_credit == 0 and "found lazy" not in caplog.text
+
+
+def test_ring_scan_also_probes_a_bad_domain(env):
+    """[quirk] the scan does not skip bad domains."""
+    env.add(5).dom.mark_as_bad()
+    env.sched.ring_scan_checker(env.doms.find(5))
+    assert env.process.calls == [("out", 5), ("in", 5)]
+
+
+# -- periodic_ops ------------------------------------------------------------------
+
+def _scans(env) -> int:
+    return sum(1 for c in env.process.calls if c[0] == "out")
+
+
+def test_periodic_ops_scans_when_the_interval_has_passed_since_the_last_scan(env):
+    env.settings.ring_scan_interval = 20
+    env.add(5)
+    env.sched.periodic_ops(1000.0)  # last scan at 0: scans
+    env.sched.periodic_ops(1015.0)  # 15 s later: not yet
+    env.sched.periodic_ops(1020.0)  # exactly 20 s: "now > last + interval" is false
+    assert _scans(env) == 1
+    env.sched.periodic_ops(1020.5)
+    assert _scans(env) == 2
+
+
+def test_negative_ring_scan_interval_disables_the_scan(env, caplog):
+    env.settings.ring_scan_interval = -1
+    env.add(5).input_finds_work = True
+    with caplog.at_level(logging.DEBUG):
+        env.sched.periodic_ops(1000.0)
+    assert env.process.calls == [] and "Looking up domid" not in caplog.text
+    assert "periodic_ops starting" in caplog.text
+
+
+def test_statistics_are_logged_at_most_every_120_seconds(env, caplog):
+    with caplog.at_level(logging.INFO):
+        env.sched.periodic_ops(1000.0)
+        env.sched.periodic_ops(1100.0)
+        env.sched.periodic_ops(1120.5)
+    assert caplog.text.count("Transaction conflict statistics for last") == 2
+    assert "Transaction conflict statistics for last 120.5 seconds:" in caplog.text
+    assert "store stat: nodes(6) t-abort(0) t-coalesce(0)" in caplog.text
+
+
+def test_ocaml_float_is_printf_percent_capital_f():
+    assert _ocaml_float(1795592004.0197546) == "1795592004.02"  # %.12g
+    assert _ocaml_float(0.00014686584472656) == "0.000146865844727"
+    assert _ocaml_float(120.0) == "120."
+    assert _ocaml_float(1e-05) == "1e-05"
+
+
+# -- the poll timeout (domains.md §8.1 step 3) ------------------------------------------
+
+def test_timeout_is_zero_while_a_peaceful_domain_has_more_work(env):
+    assert env.sched.compute_timeout(1000.0, True) == 0.0
+
+
+def test_idle_timeout_is_the_periodic_period_or_until_periodic_work_is_due(env):
+    env.sched.period_start = 1000.0
+    assert env.sched.compute_timeout(1000.0, False) == PERIOD_OPS_INTERVAL
+    assert env.sched.compute_timeout(1010.0, False) == pytest.approx(5.0)
+    assert env.sched.compute_timeout(1020.0, False) == 0.001  # overdue: wake at once
+
+
+def test_timeout_shrinks_to_the_frequent_ops_period_while_conflict_credit_is_owed(env):
+    env.add(5)
+    env.doms.decr_conflict_credit(env.doms.find(5))
+    env.sched.period_start = 1000.0
+    env.sched.next_frequent_ops = 1000.05
+    assert env.sched.compute_timeout(1000.0, False) == pytest.approx(0.05)
+
+
+def test_a_domain_holding_io_credit_is_polled(env):
+    env.sched.period_start = 1000.0
+    env.add(5, credit=3)
+    assert env.sched.compute_timeout(1000.0, False) == CREDIT_POLL_INTERVAL
+
+
+def test_a_bad_domain_holding_credit_is_not_polled(env):
+    env.sched.period_start = 1000.0
+    env.add(5, credit=3).dom.mark_as_bad()
+    assert env.sched.compute_timeout(1000.0, False) == PERIOD_OPS_INTERVAL
+
+
+# -- event channel (domains.md §5, §6) ---------------------------------------------------
+
+def test_a_notification_gives_its_domain_one_credit_and_unmasks_the_port(env):
+    con = env.add(5)
+    port = con.dom.get_local_port()
+    env.handle.queue.append(port)
+    env.sched.handle_eventchn()
+    assert con.dom.io_credit == 1 and env.handle.unmasked == [port]
+
+
+def test_a_notification_on_an_unknown_port_raises_but_is_unmasked(env):
+    env.handle.queue.append(99)
+    with pytest.raises(KeyError):
+        env.sched.handle_eventchn()
+    assert env.handle.unmasked == [99]
+
+
+def test_dom_exc_removes_dead_domains_and_fires_release_domain_once(env):
+    env.add(0)
+    env.add(5)
+    env.add(6)
+    env.add(7)
+    env.hv.states[5].dying = True
+    del env.hv.states[6]
+    env.hv.states[7].shutdown = True
+    env.handle.queue.append(env.sched.event.domexc)
+    env.sched.handle_eventchn()
+    assert sorted(env.store.reset) == [5, 6] and sorted(env.cons.deleted) == [5, 6]
+    assert env.cons.fired == ["@releaseDomain"]
+    assert env.handle.unmasked == [env.sched.event.domexc]
+    assert env.doms.exist(7) and env.doms.exist(0)
+
+
+def test_dom_exc_with_every_domain_running_fires_nothing(env):
+    env.add(0)
+    env.add(5)
+    env.handle.queue.append(env.sched.event.domexc)
+    env.sched.handle_eventchn()
+    assert env.cons.fired == [] and env.cons.deleted == []
+
+
+# -- one iteration --------------------------------------------------------------------
+
+def test_an_iteration_credits_domains_with_more_work_and_serves_them_at_once(env):
+    env.sched.period_start = env.clock.now
+    con = env.add(5)
+    con.more_work = True
+    periodic = []
+    env.sched.periodic_ops = periodic.append
+    env.sched.main_loop()  # timeout 0: no periodic work on this iteration
+    assert env.process.calls == [("in", 5), ("out", 5)]
+    assert periodic == [] and con.dom.io_credit == 0
+
+
+def test_a_conflict_paused_domain_with_more_work_gets_no_credit(env):
+    env.sched.period_start = env.clock.now
+    con = env.add(5)
+    con.more_work = True
+    for _ in range(5):  # paused: queued, and the poll shrinks to the frequent-ops period
+        env.doms.decr_conflict_credit(con.dom)
+    assert con.dom.is_paused_for_conflict()
+    env.sched.periodic_ops = lambda now: None
+    env.sched.main_loop()
+    assert env.process.calls == [] and con.dom.io_credit == 0
+
+
+def test_periodic_work_runs_on_an_iteration_with_a_timeout_once_15_s_have_passed(env):
+    periodic = []
+    env.sched.periodic_ops = periodic.append
+    env.sched.period_start = env.clock.now - PERIOD_OPS_INTERVAL - 1  # overdue: 1 ms poll
+    env.sched.main_loop()
+    assert periodic == [env.clock.now] and env.sched.period_start == env.clock.now
+
+
+def test_frequent_ops_trim_history_and_pay_conflict_credit(env):
+    env.add(5)
+    dom = env.doms.find(5)
+    env.doms.decr_conflict_credit(dom)
+    env.sched.next_frequent_ops = env.clock.now - 1
+    env.sched.frequent_ops()
+    assert env.history.trims == 1 and dom.conflict_credit == 5.0
+    assert env.sched.next_frequent_ops == pytest.approx(env.clock.now + 0.05)
+    env.sched.frequent_ops()  # not due again yet
+    assert env.history.trims == 1
