@@ -197,6 +197,11 @@ class FileLogger:
         self.nb_chars = nb_chars
         self.post_rotate = post_rotate
         self.counter = 0
+        # Xen's packages create /var/log/xen; a host without them (or a fresh
+        # machine running the README) has none, where the original would die.
+        parent = os.path.dirname(path)
+        if parent:
+            os.makedirs(parent, mode=0o755, exist_ok=True)
         self.fd: Optional[int] = self._open_append()
 
     def _open_append(self) -> int:

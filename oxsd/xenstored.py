@@ -92,6 +92,12 @@ def open_hypervisor(cf: CmdLine):
     """The hypervisor backend: the simulation with --sim, else /dev/xen; None without Xen."""
     from . import xenctrl
     if cf.sim:
+        # Like the reference's launcher: create the sim dir if needed, and free
+        # the ports a dead daemon left bound (dom0's xsd_port among them).
+        from .sim.guest import Sim
+        sim = Sim(cf.sim)
+        sim.close_dead_handles()
+        sim.close()
         return xenctrl.open_backend(cf.sim)
     try:
         return xenctrl.open_backend(None)
