@@ -35,6 +35,10 @@ __all__ = ["SimEventChannel", "SimHypervisor", "EVENT_SEND_TIMEOUT", "sun_path_o
 EVENT_SEND_TIMEOUT = 1.0  # seconds a blocking (guest-side) notifier waits for queue room
 _SOCK_BUF = 1 << 20
 _EVENT = struct.Struct("<I")
+# Plain ints: OR-ing the IntFlag members on every event costs more than the check.
+_SEND_NOWAIT = int(socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+_SEND_WAIT = int(socket.MSG_NOSIGNAL)
+_RECV_NOWAIT = int(socket.MSG_DONTWAIT)
 _SUN_PATH_MAX = 108  # sizeof(sockaddr_un.sun_path), NUL included
 
 # One counter per process, so two handles of this process never pick the
@@ -73,7 +77,7 @@ def send_event(sock: socket.socket, owner: str, port: int, block_on_full: bool) 
     """
     msg = _EVENT.pack(port)
     try:
-        sock.sendto(msg, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL, owner)
+        sock.sendto(msg, _SEND_NOWAIT, owner)
         return True
     except BlockingIOError:
         if not block_on_full:
@@ -83,7 +87,7 @@ def send_event(sock: socket.socket, owner: str, port: int, block_on_full: bool) 
             return False
         raise
     try:
-        sock.sendto(msg, socket.MSG_NOSIGNAL, owner)
+        sock.sendto(msg, _SEND_WAIT, owner)
         return True
     except BlockingIOError:  # SO_SNDTIMEO expired: queue still full
         return False
@@ -300,7 +304,7 @@ class SimEventChannel(EventChannel):
     def pending(self) -> Optional[int]:
         while True:
             try:
-                data = self.sock.recv(16, socket.MSG_DONTWAIT)
+                data = self.sock.recv(16, _RECV_NOWAIT)
             except BlockingIOError:
                 return None
             except OSError as e:
