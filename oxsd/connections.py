@@ -51,6 +51,11 @@ class Connections:
         self.anonymous: Dict[int, Connection] = {}
         self.domains: Dict[int, Connection] = {}
         self.ports: Dict[int, Connection] = {}
+        # Domain connections that may have more work: Xb.on_activity adds one
+        # when its ring read moves data or a packet is queued for it, and
+        # has_more_work drops it once it has neither (so an iteration looks at
+        # the few busy rings, not at every introduced domain).
+        self.active: Dict[int, Connection] = {}
         self.watches: Trie = Trie.create()
         self.anon_id_next = 1
 
@@ -77,6 +82,8 @@ class Connections:
         con = Connection(xb, dom, 0, self.settings, self.access_log)
         self.domains[dom.id] = con
         self.ports[dom.get_local_port()] = con
+        active, domid = self.active, dom.id
+        xb.on_activity = lambda: active.__setitem__(domid, con)
         return con
 
     def find(self, fd: int) -> Connection:
@@ -108,6 +115,9 @@ class Connections:
     def del_domain(self, domid: int) -> None:
         try:
             con = self.domains.pop(domid)
+            if self.active.get(domid) is con:
+                del self.active[domid]
+            con.xb.on_activity = None
             if con.dom is not None:
                 self.ports.pop(con.dom.get_local_port(), None)
             self.del_watches(con)
@@ -127,7 +137,17 @@ class Connections:
         return list(self.domains.values()) + list(self.anonymous.values())
 
     def has_more_work(self) -> List[Connection]:
-        return [c for c in self.domains.values() if c.has_more_work()]
+        """Domain connections with more work (connection.ml has_more_work), among the active ones."""
+        active = self.active
+        if not active:
+            return []
+        out = []
+        for domid, con in list(active.items()):
+            if con.has_more_work():
+                out.append(con)
+            elif not (con.has_more_input() or con.has_output()):
+                del active[domid]  # idle until its next ring read or queued packet
+        return out
 
     # -- watches -----------------------------------------------------
     def add_watch(self, con: Connection, path: str, token: bytes) -> Watch:

@@ -19,9 +19,16 @@ Policy, as in oxenstored 4.17 (domains.md §7-8):
 
 Two changes on latency that a client cannot otherwise observe: the loop
 wakes when periodic work is due (the original may sleep 15 s past it), and
-while a domain holds io credit the loop polls at `CREDIT_POLL_INTERVAL`
-instead of sleeping up to 15 s (the original served a lazy guest's
-follow-up requests only when something else woke the loop).
+while a domain holds io credit the loop polls, from `CREDIT_POLL_INTERVAL`
+backing off to `CREDIT_POLL_MAX`, instead of sleeping up to 15 s (the
+original served a lazy guest's follow-up requests only when something else
+woke the loop).  A polled round that finds nothing to do does not spend the
+credit: like the original's sleeping loop, a lazy guest keeps its rounds
+until they do work or other activity uses them up.
+
+Only domains holding credit (`Domains.credited`) and domain connections
+that may have more work (`Connections.active`) are looked at per
+iteration, so idle introduced domains cost nothing.
 """
 from __future__ import annotations
 
@@ -50,6 +57,8 @@ log = logging.getLogger("oxsd.xenstored")
 PERIOD_OPS_INTERVAL = 15.0
 # How often a domain holding io credit is looked at when nothing else wakes the loop.
 CREDIT_POLL_INTERVAL = 0.005
+# Each credit poll that finds nothing to do doubles the interval, up to this.
+CREDIT_POLL_MAX = 1.0
 # Requests already waiting in one socket that are served in one iteration.
 SOCKET_BATCH = 16
 ACCEPT_BATCH = 64
@@ -76,6 +85,7 @@ class Scheduler:
         self.selector = selectors.DefaultSelector()
         self._masks: Dict[int, int] = {}  # fd -> mask currently registered
         self.next_frequent_ops = 0.0
+        self.credit_poll = CREDIT_POLL_INTERVAL  # current interval of the credit poll
         self.last_scan_time = 0.0
         self.last_stat_time = 0.0
         self.period_start = 0.0
@@ -159,8 +169,8 @@ class Scheduler:
     def _domains_hold_credit(self) -> bool:
         if self.doms is None:
             return False
-        for dom in self.doms.table.values():
-            if dom.io_credit > 0 and not dom.bad_client and dom.conflict_credit > 0.0:
+        for dom in self.doms.credited.values():
+            if not dom.bad_client and dom.conflict_credit > 0.0:
                 return True
         return False
 
@@ -175,8 +185,8 @@ class Scheduler:
         until_periodic = self.period_start + PERIOD_OPS_INTERVAL - now
         if until_periodic < timeout:
             timeout = max(until_periodic, 0.001)
-        if timeout > CREDIT_POLL_INTERVAL and self._domains_hold_credit():
-            timeout = CREDIT_POLL_INTERVAL
+        if timeout > self.credit_poll and self._domains_hold_credit():
+            timeout = self.credit_poll
         return timeout
 
     def main_loop(self) -> None:
@@ -219,7 +229,8 @@ class Scheduler:
             if now > self.period_start + PERIOD_OPS_INTERVAL:
                 self.period_start = now
                 self.periodic_ops(now)
-        self.process_domains()
+        # woken by nothing but the credit poll: see process_domains
+        self.process_domains(polled=not ready and timeout == self.credit_poll)
 
     # -- special fds ------------------------------------------------------
     def accept_connection(self) -> None:
@@ -324,18 +335,33 @@ class Scheduler:
             if anonymous.get(con.get_fd()) is con:
                 self._socket_step(con, process.do_output, "write")
 
-    def process_domains(self) -> None:
+    def process_domains(self, polled: bool = False) -> None:
+        """One input and one output step for each domain holding io credit, which costs a credit.
+
+        On an iteration woken only by the credit poll (`polled`), a round
+        that moved nothing keeps its credit, and when no round did anything
+        the poll interval doubles (up to CREDIT_POLL_MAX); any work resets it.
+        """
         if self.doms is None:
             return
         process = self.process
         domains = self.cons.domains
-        for dom in list(self.doms.table.values()):
+        idle = True
+        for dom in self.doms.served_in_order():
             if dom.bad_client or dom.io_credit <= 0 or dom.conflict_credit <= 0.0:
                 continue
             con = domains[dom.id]
+            had_output = con.has_output()
             process.do_input(con)
             process.do_output(con)
+            if polled and not (had_output or con.has_more_input()):
+                continue
+            idle = False
             dom.decr_io_credit()
+        if polled and idle:
+            self.credit_poll = min(self.credit_poll * 2, CREDIT_POLL_MAX)
+        else:
+            self.credit_poll = CREDIT_POLL_INTERVAL
 
     # -- periodic work ------------------------------------------------------
     def ring_scan_checker(self, dom) -> None:

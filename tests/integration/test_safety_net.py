@@ -76,12 +76,16 @@ class _Pinger:
     def __init__(self, xensim, daemon) -> None:
         self.client = xensim.SocketClient(daemon.socket_path)
         self.stop = threading.Event()
+        self.error: Exception | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
-        while not self.stop.wait(0.05):
-            self.client.read("/local")
+        try:
+            while not self.stop.wait(0.05):
+                self.client.read("/local")
+        except Exception as exc:  # checked by the test: a dead pinger changes the timing
+            self.error = exc
 
     def close(self) -> None:
         self.stop.set()
@@ -105,6 +109,7 @@ def test_lazy_guest_is_answered_after_the_ring_scan(start, xensim):
             finally:
                 if pinger:
                     pinger.close()
+            assert pinger is None or pinger.error is None, pinger.error
             value = d0.read(f"/local/domain/{LAZY}/data/first")
             return first, found, follow, value, lazy.client.notifies
         finally:

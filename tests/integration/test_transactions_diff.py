@@ -15,8 +15,9 @@ reference, and the reference against itself).  This file adds:
 * checks of the history bookkeeping that the wire cannot show (trimming by
   age and by commit count), against a fake clock.
 
-Random programs: OXSD_TXFUZZ_SEEDS (default 3) programs of
-OXSD_TXFUZZ_STEPS (default 200) steps; a failing program is saved under
+Random programs: OXSD_TXFUZZ_SEEDS (default 3) programs from seed
+OXSD_TXFUZZ_SEED0 (default 0), OXSD_TXFUZZ_STEPS (default 200) steps each;
+a failing program is saved under
 the system temp dir and its path printed, to replay with the harness.
 """
 from __future__ import annotations
@@ -38,6 +39,7 @@ from oxsd.history import History, HistoryRecord, connection_hash
 from oxsd.transaction import TransactionRegistry
 
 SEEDS = int(os.environ.get("OXSD_TXFUZZ_SEEDS", "3"))
+SEED0 = int(os.environ.get("OXSD_TXFUZZ_SEED0", "0"))
 STEPS = int(os.environ.get("OXSD_TXFUZZ_STEPS", "200"))
 KINDS = ["oxsd", "ocaml"]
 
@@ -61,9 +63,13 @@ def _payload(rng: random.Random, op: str, path: str) -> str:
 
 
 def random_program(seed: int, steps: int) -> str:
-    """A scenario: transactions on fresh connections (so their ids are known
-    in advance: every START of a connection comes before its first END),
-    concurrent changes by `d` and the guests `g`, `h`, a watcher `w`."""
+    """A scenario whose transaction ids are all known in advance.
+
+    Socket transactions run on fresh connections, every START of a
+    connection before its first END (a replay takes an id).  The guests
+    `g`, `h` run one transaction at a time, and once one with writes is
+    committed (it may have been replayed) that guest starts no more.  `d`
+    and the guests also change the store directly; `w` watches."""
     rng = random.Random(seed)
     out = [
         f"title  random transaction program, seed {seed}",
@@ -85,8 +91,9 @@ def random_program(seed: int, steps: int) -> str:
         'w: WATCH "/r\\0wr\\0"',
         'g: WATCH "/r\\0gr\\0"',
     ]
-    live: dict[str, list[int]] = {}  # tx connection -> its open transaction ids
-    started: set[str] = set()  # connections that ended a transaction: no more STARTs
+    live: dict[str, list[int]] = {}  # socket tx connection -> its open transaction ids
+    guests = {name: {"next": 1, "open": None, "writes": False, "done": False}
+              for name in ("g", "h")}
     counter = 0
     for _ in range(steps):
         roll = rng.random()
@@ -97,27 +104,43 @@ def random_program(seed: int, steps: int) -> str:
             n = rng.choice((1, 1, 2))
             out += [f'{name}: TRANSACTION_START "\\0"'] * n
             live[name] = list(range(1, n + 1))
-        elif roll < 0.60 and any(live.values()):
+        elif roll < 0.55 and any(live.values()):
             name = rng.choice([c for c, txs in live.items() if txs])
             tx = rng.choice(live[name])
             op = rng.choice(TX_OPS)
             out.append(f"{name}: {op} tx={tx} {_payload(rng, op, rng.choice(PATHS[:-1]))}")
-        elif roll < 0.78 and any(live.values()):
+        elif roll < 0.70 and any(live.values()):
             name = rng.choice([c for c, txs in live.items() if txs])
             tx = rng.choice(live[name])
             commit = "T" if rng.random() < 0.85 else "F"
             out.append(f'{name}: TRANSACTION_END tx={tx} "{commit}\\0"')
             live[name].remove(tx)
-            started.add(name)
             if not live[name]:
                 del live[name]
                 if rng.random() < 0.5:
                     out.append(f"{name}: close")
-        elif roll < 0.795 and live:
+        elif roll < 0.715 and live:
             # a connection going away drops its open transactions
             name = rng.choice(sorted(live))
             out.append(f"{name}: close")
             del live[name]
+        elif roll < 0.82:
+            who = rng.choice(("g", "h"))
+            st = guests[who]
+            if st["open"] is None:
+                if not st["done"]:
+                    out.append(f'{who}: TRANSACTION_START "\\0"')
+                    st.update(open=st["next"], writes=False)
+                    st["next"] += 1
+            elif rng.random() < 0.7:
+                op = rng.choice(TX_OPS)
+                st["writes"] |= op in ("WRITE", "MKDIR", "RM", "SET_PERMS")
+                out.append(f"{who}: {op} tx={st['open']} "
+                           f"{_payload(rng, op, rng.choice(PATHS[:-1]))}")
+            else:
+                commit = rng.random() < 0.6
+                out.append(f'{who}: TRANSACTION_END tx={st["open"]} "{"T" if commit else "F"}\\0"')
+                st.update(open=None, done=st["done"] or (commit and st["writes"]))
         else:
             who = rng.choice(("d", "d", "g", "h"))
             op = rng.choice(DIRECT_OPS)
@@ -129,6 +152,9 @@ def random_program(seed: int, steps: int) -> str:
     # commit whatever is still open, then settle
     for name, txs in live.items():
         out += [f'{name}: TRANSACTION_END tx={tx} "T\\0"' for tx in txs]
+    for who, st in guests.items():
+        if st["open"] is not None:
+            out.append(f'{who}: TRANSACTION_END tx={st["open"]} "T\\0"')
     out.append("quiet")
     return "\n".join(out) + "\n"
 
@@ -152,10 +178,11 @@ def test_random_program_generator_is_reproducible_and_uses_every_op():
     for op in TX_OPS + ["TRANSACTION_END", "close", "conn t"]:
         assert op in a
     assert 'TRANSACTION_END tx=2 "T\\0"' in a  # two transactions on one connection
+    assert "g: TRANSACTION_START" in a and "h: READ tx=" in a  # guest transactions
     parse(a, "fuzz.scn")  # the harness accepts it
 
 
-@pytest.mark.parametrize("seed", range(SEEDS))
+@pytest.mark.parametrize("seed", range(SEED0, SEED0 + SEEDS))
 def test_random_transaction_program_matches_reference(seed, ocaml_ref, guest_backend):
     _diff_program(random_program(seed, STEPS), ("ocaml", "oxsd"), guest_backend,
                   f"tx_fuzz_{seed}.scn")

@@ -17,7 +17,8 @@ from oxsd.config import Settings
 from oxsd.domain import Domain
 from oxsd.domains import Domains
 from oxsd.event import Event
-from oxsd.scheduler import CREDIT_POLL_INTERVAL, PERIOD_OPS_INTERVAL, Scheduler, _ocaml_float
+from oxsd.scheduler import (CREDIT_POLL_INTERVAL, CREDIT_POLL_MAX, PERIOD_OPS_INTERVAL,
+                             Scheduler, _ocaml_float)
 
 
 # -- fakes --------------------------------------------------------------------
@@ -446,3 +447,30 @@ def test_frequent_ops_trim_history_and_pay_conflict_credit(env):
     assert env.sched.next_frequent_ops == pytest.approx(env.clock.now + 0.05)
     env.sched.frequent_ops()  # not due again yet
     assert env.history.trims == 1
+
+
+# -- the credit poll (oxsd's latency change; scheduler.py docstring) ------------------
+
+def test_a_credit_poll_that_finds_nothing_keeps_the_credit_and_backs_off(env):
+    env.add(5, credit=3)
+    for _ in range(12):
+        env.sched.process_domains(polled=True)
+    assert env.doms.find(5).io_credit == 3
+    assert env.sched.credit_poll == CREDIT_POLL_MAX
+    assert env.sched.compute_timeout(env.sched.period_start + 1, False) == CREDIT_POLL_MAX
+
+
+def test_a_credit_poll_that_finds_work_spends_credit_and_polls_fast_again(env):
+    con = env.add(5, credit=3)
+    env.sched.process_domains(polled=True)
+    assert env.sched.credit_poll == 2 * CREDIT_POLL_INTERVAL
+    con.input_finds_work = True  # the lazy guest wrote a request
+    env.sched.process_domains(polled=True)
+    assert env.doms.find(5).io_credit == 2 and env.sched.credit_poll == CREDIT_POLL_INTERVAL
+
+
+def test_rounds_on_iterations_woken_by_other_work_spend_credit_as_in_the_original(env):
+    env.add(5, credit=2)
+    env.sched.process_domains(polled=False)
+    env.sched.process_domains(polled=False)
+    assert env.doms.find(5).io_credit == 0
