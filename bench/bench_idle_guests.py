@@ -15,42 +15,28 @@ idle guests are asked one request at the end, to show they are served.
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_ring import (GuestFactory, KEYS, XS_READ, XS_WRITE, cpu_seconds,  # noqa: E402
-                        start, stop)
-from bench_socket import drive as socket_drive  # noqa: E402
-from bench_socket import requests as socket_requests  # noqa: E402
-
-from oxsd.diff.daemons import DaemonError, DaemonSettings  # noqa: E402
+from _common import (KEYS, OPS_BY_DEPTH, XS_READ, XS_WRITE, DaemonError,  # noqa: E402
+                     DaemonSettings, GuestFactory, cpu_seconds, measure, pump, requests, start,
+                     stop)
+from bench_socket import connect, socket_io  # noqa: E402
 
 FIRST_DOMID = 10
-ROWS = [(name, depth) for name in ("WRITE", "READ") for depth in (1, 8)]
+ROWS = OPS_BY_DEPTH
 
 
 def socket_round(daemon, n: int, max_seconds: float) -> dict:
     """ops/s and daemon CPU per op for every (op, depth) row, on one fresh connection."""
     out = {}
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(daemon.socket_path)
-    try:
+    with connect(daemon) as sock:
         for op, name in ((XS_WRITE, "WRITE"), (XS_READ, "READ")):
-            reqs = socket_requests(op, n)
             for depth in (1, 8):
-                socket_drive(sock, reqs[:200], depth, time.monotonic() + max_seconds)
-                cpu0, t0 = cpu_seconds(daemon.pid), time.perf_counter()
-                done, errors = socket_drive(sock, reqs, depth, time.monotonic() + max_seconds)
-                elapsed = time.perf_counter() - t0
-                cpu = cpu_seconds(daemon.pid) - cpu0
-                out[(name, depth)] = {"ops": done / elapsed, "cpu_us": cpu / done * 1e6,
-                                      "errors": errors}
-    finally:
-        sock.close()
+                out[(name, depth)] = measure(daemon, *socket_io(sock), op, n, depth, max_seconds)
     return out
 
 
@@ -92,12 +78,8 @@ def bench_kind(kind: str, args) -> dict | str:
 
 
 def socket_drive_setup(daemon) -> None:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(daemon.socket_path)
-    try:
-        socket_drive(sock, socket_requests(XS_WRITE, KEYS), 8, time.monotonic() + 60)
-    finally:
-        sock.close()
+    with connect(daemon) as sock:
+        pump(*socket_io(sock), requests(XS_WRITE, KEYS), 8, time.monotonic() + 60)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_ring import GuestFactory, cpu_seconds, start, stop  # noqa: E402
+from _common import GuestFactory, cpu_seconds, start, stop  # noqa: E402
 
 from oxsd.diff.daemons import DaemonError, DaemonSettings  # noqa: E402
 from oxsd.sim.client import XsError  # noqa: E402

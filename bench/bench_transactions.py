@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import socket
-import struct
 import sys
 import threading
 import time
@@ -38,13 +37,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_socket import cpu_seconds  # noqa: E402
+from _common import (HDR, XS_ERROR, XS_TRANSACTION_END, XS_TRANSACTION_START,  # noqa: E402
+                     XS_WRITE, cpu_seconds, split_replies)
 from oxsd.diff.daemons import DaemonError, DaemonSettings, make_scratch, start_daemon  # noqa: E402
 from oxsd.sim.client import SocketClient  # noqa: E402
 from oxsd.sim.guest import Guest, Sim  # noqa: E402
 
-HDR = struct.Struct("<IIII")
-XS_TRANSACTION_START, XS_TRANSACTION_END, XS_WRITE, XS_ERROR = 6, 7, 11, 16
 PIPELINE = 16
 ROWS = ("x1", "pipelined", "disjoint", "counter", "guest")
 LABELS = {"x1": "socket x1", "pipelined": f"socket x1 pipelined ({PIPELINE})",
@@ -68,12 +66,12 @@ def _is_again(e: Exception) -> bool:
     return getattr(e, "err", None) == "EAGAIN"
 
 
-def sequential_cycles(client, key: str, n: int) -> tuple[int, int]:
-    """n blind-write cycles, each request waiting for its reply: (committed, retried)."""
+def _cycles(client, n: int, body) -> tuple[int, int]:
+    """n committed transactions, each `body(tx, i)` then commit, retried on EAGAIN: (n, retried)."""
     done = retried = 0
     while done < n:
         tx = client.transaction_start()
-        client.write(key, b"v%d" % done, tx)
+        body(tx, done)
         try:
             client.transaction_end(tx, True)
             done += 1
@@ -82,23 +80,18 @@ def sequential_cycles(client, key: str, n: int) -> tuple[int, int]:
                 raise
             retried += 1
     return done, retried
+
+
+def sequential_cycles(client, key: str, n: int) -> tuple[int, int]:
+    """n blind-write cycles, each request waiting for its reply: (committed, retried)."""
+    return _cycles(client, n, lambda tx, i: client.write(key, b"v%d" % i, tx))
 
 
 def counter_cycles(client, key: str, n: int) -> tuple[int, int]:
     """n read-modify-write increments retried on EAGAIN: (committed, retried)."""
-    done = retried = 0
-    while done < n:
-        tx = client.transaction_start()
-        value = int(client.read(key, tx))
-        client.write(key, str(value + 1), tx)
-        try:
-            client.transaction_end(tx, True)
-            done += 1
-        except Exception as e:
-            if not _is_again(e):
-                raise
-            retried += 1
-    return done, retried
+    def increment(tx, _i):
+        client.write(key, str(int(client.read(key, tx)) + 1), tx)
+    return _cycles(client, n, increment)
 
 
 def pipelined_cycles(path: str, n: int) -> tuple[int, int]:
@@ -113,6 +106,16 @@ def pipelined_cycles(path: str, n: int) -> tuple[int, int]:
                 + HDR.pack(XS_WRITE, 3 * i + 1, tid, len(payload)) + payload
                 + HDR.pack(XS_TRANSACTION_END, 3 * i + 2, tid, 2) + b"T\0")
 
+    ended = 0
+
+    def check(op: int, rid: int, payload: bytes) -> None:
+        nonlocal ended
+        if op == XS_ERROR:
+            raise RuntimeError(f"rid {rid}: {payload!r}")
+        if op == XS_TRANSACTION_START and payload != b"%d\0" % (rid // 3 + 1):
+            raise RuntimeError("unexpected transaction id: ids not sequential")
+        ended += op == XS_TRANSACTION_END
+
     try:
         sent = min(PIPELINE, n)
         sock.sendall(b"".join(cycle(i) for i in range(sent)))
@@ -123,19 +126,10 @@ def pipelined_cycles(path: str, n: int) -> tuple[int, int]:
             if not data:
                 raise ConnectionError("daemon closed the connection")
             buf += data
-            pos = got = 0
-            while len(buf) - pos >= 16:
-                op, rid, _tx, length = HDR.unpack_from(buf, pos)
-                if len(buf) - pos < 16 + length:
-                    break
-                if op == XS_ERROR:
-                    raise RuntimeError(f"rid {rid}: {bytes(buf[pos + 16:pos + 16 + length])!r}")
-                if op == XS_TRANSACTION_START and bytes(buf[pos + 16:pos + 16 + length]) != (
-                        b"%d\0" % (rid // 3 + 1)):
-                    raise RuntimeError("unexpected transaction id: ids not sequential")
-                pos += 16 + length
-                got += op == XS_TRANSACTION_END
-                replies += 1
+            before = ended
+            pos, n_replies, _ = split_replies(buf, check)
+            replies += n_replies
+            got = ended - before
             del buf[:pos]
             if got and sent < n:
                 more = min(got, n - sent)

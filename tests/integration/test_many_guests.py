@@ -28,6 +28,7 @@ import pytest
 from oxsd.diff.daemons import DaemonSettings
 from oxsd.sim.client import SocketClient
 from oxsd.sim.guest import Guest, Sim
+from support.pinger import Pinger
 
 NOTIFIED = 40
 LAZY = 10
@@ -46,27 +47,6 @@ def _introduce(d0: SocketClient, g: Guest) -> None:
     d0.introduce(g.domid, g.mfn, g.port)
 
 
-class _Pinger:
-    """A dom0 socket client reading every 50 ms until closed."""
-
-    def __init__(self, socket_path: str) -> None:
-        self.client = SocketClient(socket_path)
-        self.stop = threading.Event()
-        self.error: Exception | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            while not self.stop.wait(0.05):
-                self.client.read("/local")
-        except Exception as exc:  # checked by the test: a dead pinger changes the timing
-            self.error = exc
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(5)
-        self.client.close()
 
 
 def _timed(fn, *args) -> float:
@@ -94,7 +74,7 @@ def test_fifty_guests_some_lazy_issue_requests_at_once(start, kind, record_prope
     sim = Sim(str(daemon.sim_dir))
     d0 = SocketClient(daemon.socket_path)
     guests: List[Guest] = []
-    pinger = _Pinger(daemon.socket_path) if kind == "ocaml" else None
+    pinger = Pinger(SocketClient(daemon.socket_path)) if kind == "ocaml" else None
     try:
         d0.write("/shared/tick", "0")
         # owned by dom0, readable by every other domain (so its events reach them)

@@ -17,7 +17,6 @@ and measured in bench/bench_lazy_latency.py.
 from __future__ import annotations
 
 import re
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict
@@ -25,6 +24,7 @@ from typing import Callable, Dict
 import pytest
 
 from oxsd.diff.daemons import DaemonSettings
+from support.pinger import Pinger
 
 KINDS = ("ocaml", "oxsd")
 LAZY = 6
@@ -70,27 +70,6 @@ def _timed(client, op: int, payload: bytes, timeout: float) -> float:
     return time.monotonic() - t0
 
 
-class _Pinger:
-    """A dom0 socket client reading every 50 ms: wakes oxenstored's loop, as a busy host would."""
-
-    def __init__(self, xensim, daemon) -> None:
-        self.client = xensim.SocketClient(daemon.socket_path)
-        self.stop = threading.Event()
-        self.error: Exception | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            while not self.stop.wait(0.05):
-                self.client.read("/local")
-        except Exception as exc:  # checked by the test: a dead pinger changes the timing
-            self.error = exc
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(5)
-        self.client.close()
 
 
 def test_lazy_guest_is_answered_after_the_ring_scan(start, xensim):
@@ -103,7 +82,7 @@ def test_lazy_guest_is_answered_after_the_ring_scan(start, xensim):
             found = re.findall(rf"found lazy domain {LAZY}, credit (\d+)", _log(daemon))
             # oxenstored serves the follow-ups only when something wakes its
             # loop (it sleeps 15 s otherwise); oxsd polls while credit is held
-            pinger = _Pinger(xensim, daemon) if kind == "ocaml" else None
+            pinger = Pinger(xensim.SocketClient(daemon.socket_path)) if kind == "ocaml" else None
             try:
                 follow = [_timed(lazy, XS_READ, b"data/first\0", SCAN_WAIT) for _ in range(3)]
             finally:

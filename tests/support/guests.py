@@ -15,7 +15,7 @@ from types import ModuleType
 
 from oxsd.diff.guests import RingGuestEndpoint, sim_action
 
-__all__ = ["load_xensim", "XensimGuests", "GuestEndpoint"]
+__all__ = ["load_xensim", "XensimGuests", "GuestEndpoint", "watching_guest"]
 
 
 def load_xensim(ref: Path) -> ModuleType:
@@ -55,3 +55,15 @@ class XensimGuests:
     def sim_action(self, daemon, args: list[str]) -> None:
         """``destroy D``, ``shutdown D [code]``, ``dying D``, ``create D``, ``virq N``."""
         sim_action(self._sim(daemon), args)
+
+
+def watching_guest(xensim: ModuleType, daemon, d0, domid: int):
+    """A xensim guest introduced by `d0` with its home, a node and a watch on `data` (event seen)."""
+    g = xensim.Guest(xensim.Sim(str(daemon.sim_dir)), domid)
+    d0.mkdir(f"/local/domain/{domid}")
+    d0.set_perms(f"/local/domain/{domid}", [f"n{domid}", "r0"])
+    d0.introduce(domid, g.mfn, g.port)
+    g.write("data/x", str(domid))
+    g.watch("data", f"tok{domid}")
+    assert g.wait_watch(5) == ("data", f"tok{domid}")
+    return g
