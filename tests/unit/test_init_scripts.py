@@ -52,9 +52,12 @@ def sandbox(tmp_path):
     (tmp_path / "nr_open").write_text(f"{hard_nofile()}\n")
     conf = tmp_path / "xencommons"
     conf.write_text(f"XENSTORED={fake}\n")
+    # The fake daemon imports oxsd: from this checkout, whatever is installed.
+    pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     env = dict(os.environ, XEN_RUN_DIR=str(tmp_path / "run"), XEN_LOG_DIR=str(tmp_path / "log"),
                XENCOMMONS_CONFIG=str(conf), NR_OPEN_FILE=str(tmp_path / "nr_open"),
-               FAKE_REPORT=str(tmp_path / "report.json"), XENSTORED_STOP_TIMEOUT="10")
+               FAKE_REPORT=str(tmp_path / "report.json"), XENSTORED_STOP_TIMEOUT="10",
+               PYTHONPATH=pythonpath)
     env.pop("NOTIFY_SOCKET", None)
     box = type("Box", (), dict(path=tmp_path, env=env, conf=conf, fake=fake,
                                pidfile=tmp_path / "run" / "xenstored.pid"))
