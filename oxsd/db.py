@@ -11,10 +11,32 @@ line, byte-compatible with oxenstored 4.17 in both directions:
     socket,<fd>                                     } each socket connection,
     watch,<-fd>,<hex path>,<hex token>              } then its watches
     store,<hex path>,<hex perms>,<hex value>        each node, pre-order
+    transaction,<domid or -fd>,<tid>,<next tid>,<hex operations>   [oxsd]
 
 Connections come in the original's `Hashtbl.iter` order (domains, then
 sockets), watches in each connection's Hashtbl order, nodes pre-order with
 children by descending name.  Hex is two lowercase digits per byte.
+
+`transaction` lines are oxsd's own and only written by a live update forced
+with `-F` that carries open transactions (`to_lines(..., with_transactions=
+True)`); every other dump is the original's, byte for byte.  One line per
+open transaction, after the store, connections in the order above and each
+connection's transactions in the order they were started.  The connection
+is named as in its `watch` lines; `<next tid>` is the connection's next
+transaction id (the same on each of its lines); `<hex operations>` is the
+transaction's recorded operations, oldest first, each as the request packet
+then the response packet, both in wire form (16-byte header, payload), all
+concatenated (empty for a transaction without operations).  The response
+packet has the request's tid, rid and type with `OK\0` (an Ack) or the
+reply's payload, or type ERROR with `<name>\0`.  Example (guest 5, tid 1,
+next 2, one WRITE `data/a` = `1` with rid 3, answered OK), on one line:
+
+    transaction,5,1,2,0b000000030000000100000008000000646174612f6100310b0000000300
+    000001000000030000004f4b00
+
+The original's loader does not know the record: it warns `restoring:
+ignoring unknown line: transaction,...` and goes on, so it loads such a
+dump without the transactions (the clients then get EIO for their ids).
 
 What the numbers mean, and what therefore survives what:
 
@@ -31,16 +53,19 @@ What the numbers mean, and what therefore survives what:
 * the store (paths, perms, values) and the watches of restored
   connections cross any restart, within `quota-maxsize` (a longer value
   fails, with its subtree [quirk]).
-* not dumped at all: transactions, partial packets, queued replies and
-  watch events, set_target identities, io and conflict credits, bad
-  flags, history, quota counts (rebuilt by the load), live-update state.
+* not dumped at all: transactions (but for `transaction` lines above),
+  partial packets, queued replies and watch events, set_target
+  identities, io and conflict credits, bad flags, history, quota counts
+  (rebuilt by the load), live-update state.
 
 Loading never trusts a line: a line that fails is logged (`restoring:
 ignoring unknown line: ...`) and skipped.  Only a wrong header line is
 fatal (`BadFormat`), as in the original.
 
 Public API: `DUMP_FORMAT_HEADER`, `BadFormat`, `to_channel`, `to_bytes`,
-`to_file`, `from_channel_f`, `from_channel`, `from_file`, `Restored`.
+`to_file`, `from_channel_f`, `from_channel`, `from_file`, `Restored`,
+`CarriedTransaction`, `dump_transactions`, `response_packet`,
+`packets_of_bytes`.
 """
 from __future__ import annotations
 
@@ -54,9 +79,13 @@ from typing import (TYPE_CHECKING, BinaryIO, Callable, Dict, Iterable, List, Opt
                     Tuple)
 
 from . import perms as Perms
+from .define import AlreadyExist
 from .disk import ocaml_exn_str
+from .packet import Ack, Error, Reply
 from .store import Node, Path
 from .utils import hexify, int_of_string, nativeint_of_string, unhexify
+from .xb.op import Op, of_cval
+from .xb.packet import HEADER, HEADER_SIZE, Packet
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -67,12 +96,13 @@ if TYPE_CHECKING:
     from .xenctrl import Hypervisor
 
 __all__ = ["DUMP_FORMAT_HEADER", "BadFormat", "to_channel", "to_bytes", "to_file",
-           "from_channel_f", "from_channel", "from_file", "Restored", "dump_connection"]
+           "from_channel_f", "from_channel", "from_file", "Restored", "dump_connection",
+           "CarriedTransaction", "dump_transactions", "response_packet", "packets_of_bytes"]
 
 log = logging.getLogger("oxsd.xenstored")
 
 DUMP_FORMAT_HEADER = "$xenstored-dump-format"
-
+TRANSACTION_RECORD = "transaction"
 
 
 class BadFormat(Exception):
@@ -113,6 +143,33 @@ def dump_connection(con: "Connection") -> List[str]:
     return lines
 
 
+def _con_ident(con: "Connection") -> int:
+    """How `watch` and `transaction` lines name a connection: domid, or minus the socket's fd."""
+    return con.dom.id if con.dom is not None else -con.get_fd()
+
+
+def response_packet(request: Packet, response) -> Packet:
+    """The recorded response of `request` as the packet it was answered with (before any E2BIG)."""
+    if isinstance(response, Ack):
+        return Packet(request.tid, request.rid, request.ty, b"OK\0")
+    if isinstance(response, Reply):
+        return Packet(request.tid, request.rid, request.ty, response.data)
+    if isinstance(response, Error):
+        return Packet(request.tid, request.rid, Op.ERROR, response.name.encode("latin-1") + b"\0")
+    raise TypeError(f"not a response: {response!r}")
+
+
+def dump_transactions(con: "Connection") -> List[str]:
+    """One `transaction` line per open transaction of `con`, in the order they were started."""
+    ident = _con_ident(con)
+    lines = []
+    for tid, t in con.transactions.items():
+        ops = b"".join(request.to_bytes() + response_packet(request, response).to_bytes()
+                       for request, response in t.operations)
+        lines.append(f"{TRANSACTION_RECORD},{ident},{tid},{con.next_tid},{ops.hex()}\n")
+    return lines
+
+
 def _keep_on_exec(fd: int) -> None:
     try:
         os.set_inheritable(fd, True)
@@ -121,8 +178,8 @@ def _keep_on_exec(fd: int) -> None:
 
 
 def to_lines(store: "Store", cons: "Connections", listen_sock: Optional[socket.socket],
-             eventchn: Optional["Event"]) -> List[str]:
-    """The dump, line by line (each ends with a newline)."""
+             eventchn: Optional["Event"], with_transactions: bool = False) -> List[str]:
+    """The dump, line by line (each ends with a newline); `transaction` lines only if asked."""
     lines = [DUMP_FORMAT_HEADER + "\n"]
     if listen_sock is None:
         lines.append("global,-1\n")
@@ -146,25 +203,30 @@ def to_lines(store: "Store", cons: "Connections", listen_sock: Optional[socket.s
         add(f"store,{hexify(fullpath)},{hexify(node.perms.to_string())},{node.value.hex()}\n")
 
     store.dump_fct(dump_node)
+    if with_transactions:
+        # After the store: a restore replays them on the complete tree.
+        for con in _hash_order(cons.domains) + _hash_order(cons.anonymous):
+            lines.extend(dump_transactions(con))
     return lines
 
 
 def to_bytes(store: "Store", cons: "Connections", listen_sock: Optional[socket.socket],
-             eventchn: Optional["Event"]) -> bytes:
-    return "".join(to_lines(store, cons, listen_sock, eventchn)).encode("ascii")
+             eventchn: Optional["Event"], with_transactions: bool = False) -> bytes:
+    return "".join(to_lines(store, cons, listen_sock, eventchn,
+                            with_transactions)).encode("ascii")
 
 
 def to_channel(store: "Store", cons: "Connections", listen_sock: Optional[socket.socket],
-               eventchn: Optional["Event"], out: BinaryIO) -> None:
+               eventchn: Optional["Event"], out: BinaryIO, with_transactions: bool = False) -> None:
     """DB.to_channel on a binary stream (flushed)."""
-    out.write(to_bytes(store, cons, listen_sock, eventchn))
+    out.write(to_bytes(store, cons, listen_sock, eventchn, with_transactions))
     out.flush()
 
 
 def to_file(store: "Store", cons: "Connections", listen_sock: Optional[socket.socket],
-            eventchn: Optional["Event"], path: str) -> None:
+            eventchn: Optional["Event"], path: str, with_transactions: bool = False) -> None:
     """DB.to_file: mode 0600 when created, truncated, written in place (not atomic)."""
-    data = to_bytes(store, cons, listen_sock, eventchn)
+    data = to_bytes(store, cons, listen_sock, eventchn, with_transactions)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         view = memoryview(data)
@@ -185,12 +247,43 @@ def _input_lines(data: bytes) -> List[str]:
     return [line.decode("latin-1") for line in lines]
 
 
+def packets_of_bytes(data: bytes) -> List[Packet]:
+    """Complete wire packets laid end to end (sans-IO); ValueError if one is cut."""
+    packets = []
+    pos, end = 0, len(data)
+    while pos < end:
+        if end - pos < HEADER_SIZE:
+            raise ValueError("truncated packet header")
+        ty, rid, tid, length = HEADER.unpack_from(data, pos)
+        pos += HEADER_SIZE
+        if length > end - pos:
+            raise ValueError("truncated packet payload")
+        packets.append(Packet(tid, rid, of_cval(ty), data[pos:pos + length]))
+        pos += length
+    return packets
+
+
+def _operations_of_hex(field: str) -> List[Tuple[Packet, Packet]]:
+    """(request, response packet) pairs of a `transaction` line's last field."""
+    packets = packets_of_bytes(bytes.fromhex(field))
+    if len(packets) % 2:
+        raise ValueError("request without its response")
+    return list(zip(packets[0::2], packets[1::2]))
+
+
+TransactionF = Callable[[int, int, int, List[Tuple[Packet, Packet]]], None]
+
+
 def from_channel_f(data: bytes, global_f: Callable[[str], None],
                    evtchn_f: Callable[[int, int], None], socket_f: Callable[[int], None],
                    domain_f: Callable[[int, int, int, Optional[int]], None],
                    watch_f: Callable[[int, bytes, bytes], None],
-                   store_f: Callable[[Path, Perms.Node, bytes], None]) -> None:
-    """Split the dump into records and hand each to its function; bad lines are skipped."""
+                   store_f: Callable[[Path, Perms.Node, bytes], None],
+                   transaction_f: Optional[TransactionF] = None) -> None:
+    """Split the dump into records and hand each to its function; bad lines are skipped.
+
+    `transaction_f(ident, tid, next_tid, operations)` gets oxsd's `transaction`
+    lines; without it they are unknown lines, as for the original."""
     lines = _input_lines(data)
     if not lines:
         raise EOFError()  # input_line on an empty file: End_of_file, fatal
@@ -221,12 +314,25 @@ def from_channel_f(data: bytes, global_f: Callable[[str], None],
                 path = Path.of_string(u)
                 perms = Perms.Node.of_string(unhexify(fields[2]) + b"\0")
                 store_f(path, perms, unhexify(fields[3]))
+            elif kind == TRANSACTION_RECORD and n == 5 and transaction_f is not None:
+                transaction_f(int_of_string(fields[1]), int_of_string(fields[2]),
+                              int_of_string(fields[3]), _operations_of_hex(fields[4]))
             else:
                 log.warning("restoring: ignoring unknown line: %s", line)
         except Exception as exn:
             log.warning("restoring: ignoring unknown line: %s (exception: %s)",
                         line, ocaml_exn_str(exn))
     log.info("Completed loading xenstore dump")
+
+
+@dataclass
+class CarriedTransaction:
+    """A `transaction` line, its connection found: recreated by `Process.restore_transactions`."""
+
+    con: "Connection"
+    tid: int
+    next_tid: int
+    operations: List[Tuple[Packet, Packet]]  # (request, response packet), oldest first
 
 
 @dataclass
@@ -237,6 +343,8 @@ class Restored:
     doms: Optional["Domains"]
     # fds adopted from the dump (the listening socket, the event channel, sockets)
     adopted_fds: Set[int] = field(default_factory=set)
+    # open transactions of a forced live update, in the dump's order (not yet recreated)
+    transactions: List[CarriedTransaction] = field(default_factory=list)
 
 
 def _adopt_socket(fd: int, owned: Dict[int, socket.socket], call: str) -> socket.socket:
@@ -338,7 +446,17 @@ def from_channel(store: "Store", cons: "Connections",
         ops.write(path, value)
         ops.setperms(path, perms)
 
-    from_channel_f(data, global_f, evtchn_f, socket_f, domain_f, watch_f, store_f)
+    def transaction_f(ident: int, tid: int, next_tid: int,
+                      operations: List[Tuple[Packet, Packet]]) -> None:
+        con = get_con(ident)
+        if not 0 < tid < 0x3FFFFFFF:  # what valid_transaction_id can give
+            raise ValueError(f"transaction id {tid}")
+        if any(c.con is con and c.tid == tid for c in restored.transactions):
+            raise AlreadyExist()
+        restored.transactions.append(CarriedTransaction(con, tid, next_tid, operations))
+
+    from_channel_f(data, global_f, evtchn_f, socket_f, domain_f, watch_f, store_f,
+                   transaction_f)
     require_doms()
     restored.adopted_fds = in_use
     return restored

@@ -31,8 +31,10 @@ Public API:
   (None for "No", else `Full`), `start_count`, `store`, `quota`,
   `oldroot`, `paths` (chronological list of (Op, Path)), `operations`
   (chronological list of (request, response)), `quota_reached`,
-  `read_lowpath`, `write_lowpath`; methods `get_id()`, `get_store()`,
-  `get_paths()` (newest first, like the OCaml list), `get_root()`,
+  `read_lowpath`, `write_lowpath`, `restore_failed` (oxsd only: a
+  transaction carried across a live update whose replay on the restored
+  store differed, see `Process.restore_transaction`); methods `get_id()`,
+  `get_store()`, `get_paths()` (newest first, like the OCaml list), `get_root()`,
   `is_read_only()`, `add_wop(op, path)`, `get_operations()` (oldest first),
   `check_quota_exn(perm)`, `add_operation(req, resp)`,
   `set_read_lowpath(p)`, `set_write_lowpath(p)`, `path_exists(path)`,
@@ -195,7 +197,7 @@ class Transaction:
     """Port of Transaction.t."""
 
     __slots__ = ("ty", "start_count", "store", "quota", "oldroot", "paths", "operations",
-                 "quota_reached", "read_lowpath", "write_lowpath", "registry")
+                 "quota_reached", "read_lowpath", "write_lowpath", "registry", "restore_failed")
 
     def __init__(self, ty: Optional[Full], start_count: int, store: Store, quota: "Quota",
                  oldroot: Node, registry: "TransactionRegistry") -> None:
@@ -210,6 +212,9 @@ class Transaction:
         self.read_lowpath: Optional[Path] = None
         self.write_lowpath: Optional[Path] = None
         self.registry = registry
+        # Carried across a live update and its replay on the restored store
+        # gave another response somewhere: committing it fails (EAGAIN).
+        self.restore_failed = False
 
     @staticmethod
     def make(id: int, store: Store, registry: "TransactionRegistry",

@@ -5,6 +5,7 @@ each a small function, and the loop itself lives in `scheduler.py`.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -35,16 +36,32 @@ def config_filename(cf: CmdLine) -> str:
 
 def create_unix_socket(path: str) -> socket.socket:
     """Remove any old socket file, mkdir -p its directory (0700), bind and listen(1)."""
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    from . import stdext as Stdext
+    # As Unixext: every unlink error ignored, mkdir ignores only EEXIST (a
+    # file in the way then makes bind fail, as in the original).
+    Stdext.unlink_safe(path)
+    Stdext.mkdir_rec(Stdext.ocaml_dirname(path), 0o700)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.bind(path)
     sock.listen(1)
     sock.setblocking(False)
     return sock
+
+
+def unix_error_message(argv0: str, e: OSError, path: str) -> str:
+    """Unix.handle_unix_error's line: `<argv0>: "<call>" failed[ on "<arg>"]: <strerror>`.
+
+    Of the socket set-up's calls only mkdir names its path (bind, socket and
+    listen report an empty argument), which is how the call is told apart.
+    A socket path too long for sockaddr_un is OCaml's ENAMETOOLONG on "".
+    """
+    if e.errno is None:  # Python's own "AF_UNIX path too long"
+        call, arg, text = "", path, os.strerror(errno.ENAMETOOLONG)
+    else:
+        call, arg = ("mkdir", e.filename) if e.filename else ("bind", "")
+        text = e.strerror
+    where = f' on "{arg}"' if arg else ""
+    return f'{argv0}: "{call}" failed{where}: {text}'
 
 
 def write_specials(store: Store) -> None:
@@ -142,7 +159,13 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     listen_sock = None
     if not (cf.disable_socket or cf.live_reload):
-        listen_sock = create_unix_socket(Paths.xs_daemon_socket())
+        sock_path = Paths.xs_daemon_socket()
+        try:
+            listen_sock = create_unix_socket(sock_path)
+        except OSError as e:  # the original wraps this step in Unix.handle_unix_error
+            print(unix_error_message(argv[0] if argv else "", e, sock_path), file=sys.stderr,
+                  flush=True)
+            return 2
 
     def write_pidfiles() -> None:
         try:
@@ -251,6 +274,7 @@ def build_daemon(cf: CmdLine, settings: Settings, listen_sock: Optional[socket.s
                        lambda: loop[0].advance_next_frequent_ops() if loop else None)
 
     spare: List[socket.socket] = []
+    carried: List["DB.CarriedTransaction"] = []  # transactions of a forced live update
     db_path = Paths.xs_daemon_database()
     if cf.restart and os.path.exists(db_path):
         # A dumped fd number that is our fresh socket reuses that object.
@@ -264,6 +288,7 @@ def build_daemon(cf: CmdLine, settings: Settings, listen_sock: Optional[socket.s
         if listen_sock is not None:
             listen_sock.setblocking(False)  # the loop accepts until EAGAIN
         doms = restored.doms
+        carried = restored.transactions
         log.info("Live reload: database loaded")
         live_update.completed()
     else:
@@ -282,6 +307,8 @@ def build_daemon(cf: CmdLine, settings: Settings, listen_sock: Optional[socket.s
                       poll_evtchn=cf.domain_init and event is not None)
     loop.append(sched)
     write_tool_node(store, live_update.state.binary)
+    if carried:  # after the last change of the restored store: they start on it
+        process.restore_transactions(carried)
     return Daemon(settings, store, cons, process, sched, access_log, spare)
 
 
@@ -302,27 +329,36 @@ def _sigusr1(store: Store) -> None:
         pass
 
 
-def dump_db(daemon: "Daemon", with_socket: bool = True) -> None:
+def dump_db(daemon: "Daemon", with_socket: bool = True, with_transactions: bool = False) -> None:
     from . import db as DB
     sched = daemon.scheduler
     DB.to_file(daemon.store, daemon.cons, sched.listen_sock if with_socket else None,
-               sched.event, Paths.xs_daemon_database())
+               sched.event, Paths.xs_daemon_database(), with_transactions)
 
 
 def run(daemon: "Daemon", cf: CmdLine) -> bool:
     """The loop; after SIGTERM or a due live update, dump the state each iteration until
-    no connection blocks.  True when a live update should follow."""
+    no connection blocks.  True when a live update should follow.
+
+    One exit the original does not have: a live update forced with -F whose
+    deadline passed while only open transactions block dumps them too and
+    leaves at once (`LiveUpdate.carries_transactions`); the new process
+    recreates them.  The original's -F keeps looping until they end.
+    """
     from .logging_ import exn_to_string
     sched = daemon.scheduler
     live_update = daemon.process.live_update
     live = False
-    while not (sched.quit and not sched.cons.prevents_quit()):
+    carry = False
+    while not (sched.quit and (carry or not sched.cons.prevents_quit())):
         try:
             sched.main_loop()
             live = live_update.should_run(sched.cons)
             if live or sched.quit:
+                carrying = live and live_update.carries_transactions(sched.cons)
                 # Don't start a live update if the state cannot be saved.
-                dump_db(daemon)
+                dump_db(daemon, with_transactions=carrying)
+                carry = carrying
                 sched.quit = True
         except Exception as exc:
             import traceback

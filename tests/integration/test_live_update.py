@@ -11,9 +11,15 @@ says so:
   process on the same socket;
 * an open transaction holds the update back (the original refuses to drop
   it): the update happens once it ends; without `-F` it is given up after
-  the timeout with the list of what blocked it; with `-F` the original
-  does *not* drop the transaction either: it keeps waiting (its loop only
-  ends once nothing blocks), and so does oxsd;
+  the timeout with the list of what blocked it, on both daemons;
+* with `-F`, once the timeout passed, the original does *not* drop the
+  transaction either: it keeps waiting (its loop only ends once nothing
+  blocks).  oxsd carries open transactions instead (its own `transaction`
+  lines in the dump, db.py): same warnings, then the update, and each
+  transaction goes on in the new process with the same id, reads its own
+  writes, commits with its watch events, or gets EAGAIN if what it read
+  was changed before the update.  The original loads such a dump and drops
+  the transactions (their ids are then unknown to it: EIO);
 * Debian's real `xenstore-control live-update` drives the whole exchange;
 * the dump crosses between the implementations: the original updates
   itself into oxsd and back, and oxsd into the original and back.
@@ -33,6 +39,7 @@ import pytest
 
 from oxsd.diff.daemons import REPO_ROOT, DaemonSettings, ocaml_ref_work
 from support.env import unavailable
+from support.guests import watching_guest
 
 KINDS = ("ocaml", "oxsd")
 WAIT = 20.0
@@ -57,16 +64,6 @@ def _tree(xensim, c, path="/"):
     return out
 
 
-def _guest(xensim, daemon, d0, domid):
-    g = xensim.Guest(xensim.Sim(str(daemon.sim_dir)), domid)
-    d0.mkdir(f"/local/domain/{domid}")
-    d0.set_perms(f"/local/domain/{domid}", [f"n{domid}", "r0"])
-    d0.introduce(domid, g.mfn, g.port)
-    g.write("data/x", str(domid))
-    g.watch("data", f"tok{domid}")
-    assert g.wait_watch(5) == ("data", f"tok{domid}")
-    return g
-
 
 class Setup:
     """A socket client and two guests, each with a watch."""
@@ -76,7 +73,7 @@ class Setup:
         self.daemon = daemon
         self.d0 = xensim.SocketClient(daemon.socket_path)
         self.ctl = xensim.SocketClient(daemon.socket_path)
-        self.guests = {d: _guest(xensim, daemon, self.d0, d) for d in (5, 6)}
+        self.guests = {d: watching_guest(xensim, daemon, self.d0, d) for d in (5, 6)}
         self.d0.watch("/local", "d0w")
         assert self.d0.wait_watch(5) == ("/local", "d0w")
         self.d0.watch("@releaseDomain", "rel")
@@ -274,7 +271,7 @@ def _blocked_by_transactions(start, xensim, kind, force):
     daemon = start(kind)
     d0 = xensim.SocketClient(daemon.socket_path)
     ctl = xensim.SocketClient(daemon.socket_path)
-    g = _guest(xensim, daemon, d0, 5)
+    g = watching_guest(xensim, daemon, d0, 5)
     gtx = g.transaction_start()
     stx = d0.transaction_start()
     opts = ("-t", "1") + (("-F",) if force else ())
@@ -313,26 +310,108 @@ def test_open_transactions_abort_the_update_after_the_timeout(start, xensim, kin
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_force_keeps_waiting_for_open_transactions(start, xensim, kind):
-    """-F after the timeout: the original's loop still only ends once nothing blocks."""
+def test_force_waits_on_the_original_and_carries_the_transactions_on_oxsd(start, xensim, kind):
+    """-F after the timeout: the original's loop still only ends once nothing blocks;
+    oxsd updates with the transactions open, and they go on."""
+    queued = time.monotonic()
     daemon, d0, ctl, g, gtx, stx, opts = _blocked_by_transactions(start, xensim, kind, True)
     try:
-        deadline = time.monotonic() + 2.5  # well past the 1 s timeout
-        while time.monotonic() < deadline:
-            assert ctl.control("live-update", "-s", *opts) == b"BUSY"
-            time.sleep(POLL)
-        log = _log(daemon)
-        assert "Live update forced, some domain connections may break!" in log
-        assert "Launching" not in log
-        g.write("data/a", "1", gtx)
-        g.transaction_end(gtx)
-        d0.transaction_end(stx)
-        assert _poll_start(ctl, *opts) == b"OK"
+        if kind == "ocaml":
+            deadline = time.monotonic() + 2.5  # well past the 1 s timeout
+            while time.monotonic() < deadline:
+                assert ctl.control("live-update", "-s", *opts) == b"BUSY"
+                time.sleep(POLL)
+            log = _log(daemon)
+            assert "Live update forced, some domain connections may break!" in log
+            assert "Launching" not in log
+            g.write("data/a", "1", gtx)
+            g.transaction_end(gtx)
+            d0.transaction_end(stx)
+            assert _poll_start(ctl, *opts) == b"OK"
+        else:
+            assert _poll_start(ctl, *opts) == b"OK"  # both transactions still open
+            assert time.monotonic() - queued >= 1.0  # not before the timeout
+            log = _log(daemon)
+            assert log.index("Live update forced, some domain connections may break!") \
+                < log.index("Launching ") < log.index("Live reload: database loaded")
+            g.write("data/a", "1", gtx)
+            g.transaction_end(gtx)
+            d0.transaction_end(stx)
         assert g.read("data/a") == b"1"
         assert "Live reload: database loaded" in _log(daemon)
     finally:
         for c in (d0, ctl, g):
             c.close()
+
+
+def test_forced_update_carries_every_clients_transactions(start, xensim):
+    """oxsd, -F: a socket client and two guests each hold a watch and an open transaction
+    with writes; after the update every transaction reads its own writes and commits
+    with its watch events, one that read a node changed before the update gets EAGAIN,
+    nothing is lost and everyone is still served."""
+    daemon = start("oxsd")
+    s = Setup(xensim, daemon)
+    d0, g6 = s.d0, s.guests[6]
+    try:
+        d0tx = d0.transaction_start()
+        d0.write("/local/domain/5/data/fromd0", "d0", d0tx)
+        txs = {}
+        for domid, g in s.guests.items():
+            txs[domid] = g.transaction_start()
+            g.write("data/intx", f"v{domid}", txs[domid])
+        # guest 6 also reads a node in a second transaction; dom0 then changes it
+        stale = g6.transaction_start()
+        assert g6.read("data/x", stale) == b"6"
+        g6.write("data/stale", "s", stale)
+        d0.write("/local/domain/6/data/x", "changed")
+        assert g6.wait_watch(5) == ("data/x", "tok6")
+        assert d0.wait_watch(5) == ("/local/domain/6/data/x", "d0w")
+        before = s.tree()
+        pid = daemon.pid
+
+        assert _poll_start(s.ctl, "-F", "-t", "1") == b"OK"
+        assert daemon.pid == pid and daemon.alive()
+        log = _log(daemon)
+        assert "Live update forced, some domain connections may break!" in log
+        assert "Live reload: database loaded" in log
+        assert f"transaction {stale} of D6 differs on the restored store" in log
+        assert "ignoring unknown line" not in log  # every transaction line was taken
+        assert s.tree() == before  # nothing of the transactions is visible yet
+
+        assert d0.read("/local/domain/5/data/fromd0", d0tx) == b"d0"
+        for domid, g in s.guests.items():
+            assert g.read("data/intx", txs[domid]) == f"v{domid}".encode()
+            with pytest.raises(xensim.XsError, match="ENOENT"):
+                g.read("data/intx")
+            g.write("data/after", "a", txs[domid])  # the transaction goes on ...
+            g.transaction_end(txs[domid])           # ... and commits
+            assert {g.wait_watch(5), g.wait_watch(5)} == {
+                ("data/intx", f"tok{domid}"), ("data/after", f"tok{domid}")}
+            assert {d0.wait_watch(5), d0.wait_watch(5)} == {
+                (f"/local/domain/{domid}/data/intx", "d0w"),
+                (f"/local/domain/{domid}/data/after", "d0w")}
+        d0.transaction_end(d0tx)
+        assert d0.wait_watch(5) == ("/local/domain/5/data/fromd0", "d0w")
+        assert s.guests[5].wait_watch(5) == ("data/fromd0", "tok5")
+        with pytest.raises(xensim.XsError, match="EAGAIN"):
+            g6.transaction_end(stale)
+
+        expected = dict(before)
+        for domid in (5, 6):
+            for name, value in (("intx", f"v{domid}"), ("after", "a")):
+                expected[f"/local/domain/{domid}/data/{name}"] = (
+                    value.encode(), (f"n{domid}", "r0"))
+        expected["/local/domain/5/data/fromd0"] = (b"d0", ("n5", "r0"))
+        assert s.tree() == expected  # and no data/stale
+        assert s.d0.wait_watch(0.2) is None and g6.wait_watch(0.2) is None  # nothing else
+        # new transactions get ids after the carried ones
+        tx = s.guests[5].transaction_start()
+        assert tx > txs[5]
+        s.guests[5].transaction_end(tx, commit=False)  # an open one would hold SIGTERM back
+        s.check_everyone_still_served("carried")
+    finally:
+        s.close()
+    assert daemon.stop(WAIT) == 0
 
 
 def test_two_blocking_domains_are_listed_in_the_originals_order(start, xensim):
@@ -342,7 +421,7 @@ def test_two_blocking_domains_are_listed_in_the_originals_order(start, xensim):
         daemon = start(kind)
         d0 = xensim.SocketClient(daemon.socket_path)
         ctl = xensim.SocketClient(daemon.socket_path)
-        gs = [_guest(xensim, daemon, d0, d) for d in (5, 6)]
+        gs = [watching_guest(xensim, daemon, d0, d) for d in (5, 6)]
         for g in gs:
             g.transaction_start()
         assert ctl.control("live-update", "-s", "-t", "1") == b"BUSY"
@@ -390,3 +469,44 @@ def test_live_update_crosses_between_the_original_and_oxsd(start, xensim, wrappe
     assert daemon.stop(WAIT) == 0
     dump = daemon.db_path.read_text(encoding="latin-1")
     assert "dom,5,4096,1,4" in dump and "dom,6," in dump  # both rings, same ports all along
+
+
+def test_the_original_loads_carried_transactions_and_drops_them(start, xensim, wrappers):
+    """oxsd -> original with -F and open transactions: the original skips oxsd's
+    `transaction` lines (unknown lines), the rest of the dump crosses, the
+    clients keep working, and the ids they still hold are unknown (EIO)."""
+    daemon = start("ocaml", DaemonSettings(binary=wrappers["oxsd"]))
+    s = Setup(xensim, daemon)
+    d0, g5 = s.d0, s.guests[5]
+    try:
+        gtx = g5.transaction_start()
+        g5.write("data/intx", "v", gtx)
+        stx = d0.transaction_start()
+        d0.write("/dropped", "d", stx)
+        before = s.tree()
+        assert s.ctl.control("live-update", "-f", wrappers["ocaml"]) == b"OK\x00"
+        assert _poll_start(s.ctl, "-F", "-t", "1") == b"OK"
+        assert s.ctl.read("/tool/xenstored").decode().endswith("oxenstored")
+        log = _log(daemon)
+        assert "Live reload: database loaded" in log
+        assert f"restoring: ignoring unknown line: transaction,5,{gtx},{gtx + 1}," in log
+        socket_line = log.split("restoring: ignoring unknown line: transaction,-")[1]
+        assert socket_line.split(",")[1:3] == [str(stx), str(stx + 1)]
+        assert s.tree() == before  # the transactions' writes are gone with them
+        for c, tx in ((g5, gtx), (d0, stx)):
+            with pytest.raises(xensim.XsError, match="EIO"):
+                c.read("/local/domain/5/data/x", tx)
+            with pytest.raises(xensim.XsError, match="EIO"):
+                c.transaction_end(tx)
+        assert "process packet: Not_found" in _log(daemon)
+        # its own numbering starts again at 1
+        tx = g5.transaction_start()
+        assert tx == 1
+        g5.write("data/again", "1", tx)
+        g5.transaction_end(tx)
+        assert g5.wait_watch(5) == ("data/again", "tok5")
+        assert d0.wait_watch(5) == ("/local/domain/5/data/again", "d0w")
+        s.check_everyone_still_served("dropped")
+    finally:
+        s.close()
+    assert daemon.stop(WAIT) == 0

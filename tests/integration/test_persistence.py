@@ -1,7 +1,9 @@
 """Persistence on real daemons, oxsd against Debian's oxenstored (persistence.md, cli.md §4).
 
 Each test runs the same steps on both daemons and compares what they
-write: the DB dump at SIGTERM and at an access-log rotation, the SIGUSR1
+write: the DB dump at SIGTERM and at an access-log rotation (also with a
+transaction open: oxsd's own `transaction` lines belong to a forced live
+update only, test_live_update.py), the SIGUSR1
 debug dump, the `persistent = true` file and its failing read at start-up,
 the fatal bad header, and a `--restart` from a dump written by the other
 daemon.  Differences that are not behaviour are masked: `/tool/xenstored`
@@ -25,6 +27,7 @@ import pytest
 
 from oxsd.diff.daemons import (REPO_ROOT, DaemonError, DaemonSettings, find_ocaml_ref,
                                init_sim_dir, make_scratch, start_daemon, write_config)
+from support.guests import watching_guest
 
 KINDS = ("ocaml", "oxsd")
 TOOL_LINE = "store,2f746f6f6c2f78656e73746f726564,"  # /tool/xenstored: each daemon's own binary
@@ -96,16 +99,6 @@ def _mask_fds(dump: str) -> list[str]:
     return out
 
 
-def _guest(xensim, daemon, d0, domid):
-    g = xensim.Guest(xensim.Sim(str(daemon.sim_dir)), domid)
-    d0.mkdir(f"/local/domain/{domid}")
-    d0.set_perms(f"/local/domain/{domid}", [f"n{domid}", "r0"])
-    d0.introduce(domid, g.mfn, g.port)
-    g.write("data/x", str(domid))
-    g.watch("data", f"tok{domid}")
-    assert g.wait_watch(5) == ("data", f"tok{domid}")
-    return g
-
 
 def _populate(xensim, daemon):
     """The same tree, connections and watches on either daemon."""
@@ -122,7 +115,7 @@ def _populate(xensim, daemon):
     assert d0.wait_watch(5) == ("@releaseDomain", "w-rel")
     d0.watch("relative/path", "w-rel-path")
     assert d0.wait_watch(5) == ("relative/path", "w-rel-path")
-    g = _guest(xensim, daemon, d0, 5)
+    g = watching_guest(xensim, daemon, d0, 5)
     return d0, g
 
 
@@ -161,6 +154,48 @@ def test_access_log_rotation_writes_the_dump_without_the_socket(launch, xensim):
     ocaml, oxsd = (_mask_fds(dumps[k]) for k in KINDS)
     assert ocaml[1] == "global,-1"
     assert oxsd == ocaml
+
+
+LAST_STORE_LINE = "store,2f40696e74726f64756365446f6d61696e,6e30,\n"  # @introduceDomain
+
+
+def _complete_dump(daemon):
+    """The dump once fully written (the original truncates and rewrites it in place)."""
+    def read():
+        try:
+            text = daemon.db_path.read_bytes().decode("latin-1")
+        except FileNotFoundError:
+            return None
+        return text if text.endswith(LAST_STORE_LINE) else None
+    return _wait_for(read, "a complete dump")
+
+
+def test_open_transactions_are_dumped_only_by_a_forced_live_update(launch, xensim):
+    """oxsd's `transaction` lines (db.py) appear in no other dump: the rotation dump and
+    the dump SIGTERM writes while a transaction holds the exit are the original's."""
+    settings = DaemonSettings(extra_conf=["access-log-nb-lines = 4"])
+    rotation, sigterm = {}, {}
+    for kind in KINDS:
+        daemon = launch(kind, settings)
+        d0 = xensim.SocketClient(daemon.socket_path)
+        tx = d0.transaction_start()
+        d0.write("/intx", "v", tx)
+        for i in range(6):
+            d0.write(f"/rot/n{i}", str(i))
+        rotation[kind] = _complete_dump(daemon)
+        daemon.db_path.unlink()
+        daemon.proc.send_signal(signal.SIGTERM)
+        sigterm[kind] = _complete_dump(daemon)  # written while the transaction holds it
+        assert daemon.proc.poll() is None
+        d0.transaction_end(tx)
+        assert daemon.proc.wait(WAIT) == 0
+        d0.close()
+    for dumps in (rotation, sigterm):
+        ocaml, oxsd = (_mask_fds(dumps[k]) for k in KINDS)
+        assert oxsd == ocaml
+        assert not any(line.startswith("transaction,") for line in oxsd)
+    assert _mask_fds(rotation["ocaml"])[1] == "global,-1"
+    assert _mask_fds(sigterm["ocaml"])[1] == "global,FD"
 
 
 def test_bad_header_at_restart_is_fatal_exit_2(launch, ocaml_ref, clients):

@@ -511,3 +511,357 @@ def test_hexify_of_a_watch_token_with_any_byte(world):
         assert world.cons.find(fd).list_watches() == [("@x", token)]
     finally:
         peer.close()
+
+
+# -- open transactions carried by a forced live update (oxsd only) ------------------------------
+
+from oxsd.history import History  # noqa: E402
+from oxsd.packet import Ack, Error, Reply  # noqa: E402
+from oxsd.process import LiveUpdate, Process  # noqa: E402
+from oxsd.transaction import TransactionRegistry  # noqa: E402
+from oxsd.xb.op import Op  # noqa: E402
+from oxsd.xb.packet import Packet  # noqa: E402
+
+GUEST5 = "$xenstored-dump-format\nevtchn-dev,40,2\ndom,5,4096,1,4\n"
+
+
+class TxWorld(World):
+    """A World with guest 5's ring connection (watching `data`) and a real Process."""
+
+    def __init__(self, dump=None):
+        super().__init__()
+        if dump is None:
+            for p in ("/local", "/local/domain", "/local/domain/5"):
+                self.store.mkdir(DOM0, Path.of_string(p))
+            self.store.setperms(DOM0, Path.of_string("/local/domain/5"),
+                                P.Node.of_strings(["n5", "r0"]))
+            self.store.mkdir(DOM0, Path.of_string("/local/domain/5/data"))  # inherits n5
+            self.store.write(DOM0, Path.of_string("/local/domain/5/data/x"), b"1")
+        self.restored = self.restore(GUEST5 if dump is None else dump)
+        self.txreg = TransactionRegistry(self.settings)
+        self.process = Process(store=self.store, cons=self.cons, doms=self.restored.doms,
+                               settings=self.settings, access_log=AccessLog.disabled(),
+                               txreg=self.txreg, history=History(self.txreg),
+                               live_update=LiveUpdate("/bin/true", []))
+        self.process.restore_transactions(self.restored.transactions)
+        self.con = self.cons.find_domain(5)
+        self.rid = 100
+        if dump is None:
+            self.request(0, Op.WATCH, b"data\0tok\0")
+            self.replies()
+
+    def request(self, tid, ty, data):
+        """Send one request as guest 5; the reply packet."""
+        self.rid += 1
+        self.process.process_packet(self.con, Packet(tid, self.rid, ty, data))
+        return self.replies()[0]
+
+    def replies(self):
+        q = self.con.xb.pkt_out
+        return [q.pop() for _ in range(len(q))]
+
+    def start(self):
+        reply = self.request(0, Op.TRANSACTION_START, b"\0")
+        return int(reply.data.rstrip(b"\0"))
+
+    def dump(self):
+        return DB.to_bytes(self.store, self.cons, None, self.restored.doms.eventchn,
+                           with_transactions=True).decode()
+
+    def value(self, path):
+        return self.store.read(DOM0, Path.of_string(path))
+
+
+def tx_lines(text):
+    return [ln for ln in text.splitlines() if ln.startswith("transaction,")]
+
+
+def test_transaction_line_is_the_documented_record():
+    w = TxWorld()
+    tid = w.start()
+    w.rid = 2
+    assert w.request(tid, Op.WRITE, b"data/a\0" + b"1").data == b"OK\0"
+    assert tx_lines(w.dump()) == [
+        "transaction,5,1,2,0b000000030000000100000008000000646174612f6100310b0000000300"
+        "000001000000030000004f4b00"]
+
+
+def test_dumps_hold_transactions_only_when_asked():
+    w = TxWorld()
+    plain = DB.to_bytes(w.store, w.cons, None, w.restored.doms.eventchn).decode()
+    w.request(w.start(), Op.WRITE, b"data/a\0" + b"1")
+    assert DB.to_bytes(w.store, w.cons, None, w.restored.doms.eventchn).decode() == plain
+    full = w.dump()
+    assert full.startswith(plain) and len(tx_lines(full)) == 1
+    assert full[len(plain):] == tx_lines(full)[0] + "\n"  # after the store lines
+
+
+def test_round_trip_recreates_each_transaction_with_its_id_operations_and_next_id():
+    old = TxWorld()
+    t1 = old.start()
+    old.request(t1, Op.WRITE, b"data/a\0" + b"A")
+    assert old.request(t1, Op.READ, b"data/a\0").data == b"A"
+    assert old.request(t1, Op.READ, b"data/nope\0").data == b"ENOENT\0"
+    t2 = old.start()
+    old.request(t2, Op.MKDIR, b"data/dir\0")
+    t3 = old.start()  # empty
+    assert (t1, t2, t3) == (1, 2, 3)
+    dumped = old.dump()
+
+    new = TxWorld(dumped)
+    con = new.con
+    assert sorted(con.transactions) == [1, 2, 3] and con.next_tid == 4
+    for tid in (1, 2, 3):
+        before = old.con.transactions[tid].operations
+        after = con.transactions[tid].operations
+        assert [r for r, _ in after] == [r for r, _ in before]
+        assert [type(x) for _, x in after] == [type(x) for _, x in before]
+        assert [x for _, x in after if not isinstance(x, Ack)] == \
+               [x for _, x in before if not isinstance(x, Ack)]
+        assert not con.transactions[tid].restore_failed
+    assert tx_lines(new.dump()) == tx_lines(dumped)  # and it dumps back the same
+    assert con.list_watches() == [("data", b"tok")]
+    # the transaction reads its own writes, the store does not see them yet
+    assert new.request(1, Op.READ, b"data/a\0").data == b"A"
+    assert new.request(0, Op.READ, b"data/a\0").data == b"ENOENT\0"
+    # later requests, then the commit: OK and the watch fires
+    new.request(1, Op.WRITE, b"data/b\0" + b"B")
+    new.process.process_packet(con, Packet(1, 8, Op.TRANSACTION_END, b"T\0"))
+    assert (Op.TRANSACTION_END, b"OK\0") in [(p.ty, p.data) for p in new.replies()]
+    assert new.value("/local/domain/5/data/a") == b"A"
+    assert new.value("/local/domain/5/data/b") == b"B"
+    new.process.process_packet(con, Packet(2, 9, Op.TRANSACTION_END, b"T\0"))
+    assert sorted((p.ty, p.data) for p in new.replies()) == [
+        (Op.TRANSACTION_END, b"OK\0"), (Op.WATCH_EVENT, b"data/dir\0tok\0")]
+    assert new.request(3, Op.TRANSACTION_END, b"F\0").data == b"OK\0"
+    assert con.transactions == {}
+
+
+def test_commit_fires_the_watches_of_the_carried_writes():
+    old = TxWorld()
+    old.request(old.start(), Op.WRITE, b"data/a\0" + b"A")
+    new = TxWorld(old.dump())
+    new.process.process_packet(new.con, Packet(1, 7, Op.TRANSACTION_END, b"T\0"))
+    # the event is queued before the reply, as for any commit (process_watch runs first)
+    assert [(p.ty, p.data) for p in new.replies()] == [(Op.WATCH_EVENT, b"data/a\0tok\0"),
+                                                       (Op.TRANSACTION_END, b"OK\0")]
+
+
+def test_new_transaction_ids_continue_after_the_restored_ones():
+    old = TxWorld()
+    t1 = old.start()
+    old.request(old.start(), Op.TRANSACTION_END, b"F\0")  # 2 ended: next is 3
+    new = TxWorld(old.dump())
+    assert sorted(new.con.transactions) == [t1]
+    assert new.start() == 3
+
+
+def test_a_read_that_differs_on_the_restored_store_makes_the_commit_eagain():
+    old = TxWorld()
+    tid = old.start()
+    assert old.request(tid, Op.READ, b"data/x\0").data == b"1"
+    old.request(tid, Op.WRITE, b"data/y\0" + b"from-tx")
+    old.request(0, Op.WRITE, b"data/x\0" + b"2")  # someone changes what it read
+    new = TxWorld(old.dump())
+    t = new.con.transactions[tid]
+    assert t.restore_failed
+    assert new.request(tid, Op.READ, b"data/y\0").data == b"from-tx"  # replayed all the same
+    failed = new.txreg.failed_commits
+    reply = new.request(tid, Op.TRANSACTION_END, b"T\0")
+    assert (reply.ty, reply.data) == (Op.ERROR, b"EAGAIN\0")
+    assert new.txreg.failed_commits == failed + 1
+    assert new.request(0, Op.READ, b"data/y\0").data == b"ENOENT\0"
+    assert tid not in new.con.transactions
+
+
+def test_a_differing_transaction_can_still_be_aborted():
+    old = TxWorld()
+    tid = old.start()
+    old.request(tid, Op.READ, b"data/x\0")
+    old.request(0, Op.RM, b"data/x\0")
+    new = TxWorld(old.dump())
+    assert new.con.transactions[tid].restore_failed
+    assert new.request(tid, Op.TRANSACTION_END, b"F\0").data == b"OK\0"
+
+
+def test_a_differing_read_only_transaction_fails_too():
+    """Without an update a read-only commit never fails; a carried one that read stale data does."""
+    old = TxWorld()
+    tid = old.start()
+    old.request(tid, Op.READ, b"data/x\0")
+    old.request(0, Op.WRITE, b"data/x\0" + b"2")
+    new = TxWorld(old.dump())
+    assert new.request(tid, Op.TRANSACTION_END, b"T\0").data == b"EAGAIN\0"
+
+
+def test_a_write_that_now_fails_makes_the_commit_eagain():
+    old = TxWorld()
+    tid = old.start()
+    old.request(tid, Op.WRITE, b"data/x\0" + b"tx")
+    old.store.setperms(DOM0, Path.of_string("/local/domain/5/data/x"),
+                       P.Node.of_strings(["n0"]))  # not guest 5's any more
+    new = TxWorld(old.dump())
+    assert new.con.transactions[tid].restore_failed
+    assert new.request(tid, Op.TRANSACTION_END, b"T\0").data == b"EAGAIN\0"
+    assert new.value("/local/domain/5/data/x") == b"1"
+
+
+def test_a_recorded_op_outside_the_replayable_ones_makes_the_commit_eagain():
+    old = TxWorld()
+    tid = old.start()
+    old.request(tid, Op.WRITE, b"data/a\0" + b"A")
+    # recorded (EACCES for a guest), but a replay only redoes the simple ops
+    assert old.request(tid, Op.INTRODUCE, b"7\0" + b"1\0" + b"1\0").data == b"EACCES\0"
+    new = TxWorld(old.dump())
+    assert new.con.transactions[tid].restore_failed
+    assert new.request(tid, Op.TRANSACTION_END, b"T\0").data == b"EAGAIN\0"
+
+
+def test_a_commit_conflicting_after_the_update_is_replayed_with_the_carried_operations():
+    old = TxWorld()
+    tid = old.start()
+    assert old.request(tid, Op.READ, b"data/x\0").data == b"1"
+    old.request(tid, Op.WRITE, b"data/x\0" + b"tx")
+    new = TxWorld(old.dump())
+    assert not new.con.transactions[tid].restore_failed
+    new.request(0, Op.WRITE, b"data/x\0" + b"other")  # after the update
+    assert new.request(tid, Op.TRANSACTION_END, b"T\0").data == b"EAGAIN\0"
+    assert new.value("/local/domain/5/data/x") == b"other"
+
+
+def test_restored_transaction_keeps_the_request_quota_count():
+    old = TxWorld()
+    old.settings.quota_maxrequests = 2
+    tid = old.start()
+    old.request(tid, Op.READ, b"data/x\0")
+    old.request(tid, Op.READ, b"data/x\0")
+    assert old.request(tid, Op.READ, b"data/x\0").data == b"EQUOTA\0"
+    new = TxWorld(old.dump())
+    new.settings.quota_maxrequests = 2
+    assert new.request(tid, Op.READ, b"data/x\0").data == b"EQUOTA\0"
+
+
+@pytest.mark.parametrize("ty,data,expected", [
+    (Op.WRITE, b"OK\0", Ack(None)),
+    (Op.READ, b"OK\0", Reply(b"OK\0")),       # a value that happens to read OK
+    (Op.DIRECTORY, b"", Reply(b"")),
+    (Op.ERROR, b"EACCES\0", Error("EACCES")),
+])
+def test_dumped_responses_read_back_as_what_was_recorded(ty, data, expected):
+    w = TxWorld()
+    req_ty = Op.READ if ty in (Op.READ, Op.ERROR) else ty
+    request = Packet(1, 1, req_ty, b"x\0")
+    got = w.process.response_of_packet(request, Packet(1, 1, ty, data))
+    assert type(got) is type(expected)
+    if not isinstance(got, Ack):
+        assert got == expected
+        assert DB.response_packet(request, got).data == data
+
+
+def test_packets_of_bytes_refuses_a_cut_packet():
+    whole = Packet(1, 2, Op.READ, b"abc\0").to_bytes()
+    assert DB.packets_of_bytes(whole * 2) == [Packet(1, 2, Op.READ, b"abc\0")] * 2
+    for cut in (whole[:10], whole[:-1]):
+        with pytest.raises(ValueError):
+            DB.packets_of_bytes(cut)
+
+
+@pytest.mark.parametrize("line,exc", [
+    ("transaction,9,1,2,", "Not_found"),             # no such connection
+    ("transaction,5,0,2,", None),                     # not an id a connection can have
+    ("transaction,5,1,2,0b00", None),                 # a cut packet
+    ("transaction,5,1,2,zz", None),                   # not hex
+])
+def test_bad_transaction_lines_are_logged_and_skipped(caplog, line, exc):
+    with caplog.at_level(logging.WARNING, logger="oxsd.xenstored"):
+        w = TxWorld(GUEST5 + line + "\n")
+    assert w.con.transactions == {}
+    msg = caplog.records[0].getMessage()
+    assert msg.startswith(f"restoring: ignoring unknown line: {line} (exception: ")
+    if exc is not None:
+        assert msg == f"restoring: ignoring unknown line: {line} (exception: {exc})"
+
+
+def test_duplicate_transaction_line_is_ignored(caplog):
+    with caplog.at_level(logging.WARNING, logger="oxsd.xenstored"):
+        w = TxWorld(GUEST5 + "transaction,5,1,2,\ntransaction,5,1,2,\n")
+    assert sorted(w.con.transactions) == [1]
+    assert "(exception: Define.Already_exist)" in caplog.text
+
+
+def test_a_loader_without_transaction_f_warns_like_the_original(caplog):
+    """The original's from_channel_f has no such record: an unknown line, nothing else."""
+    seen = []
+    text = (GUEST5 + "store,2f,6e30,\ntransaction,5,1,2,\n").encode()
+    with caplog.at_level(logging.WARNING, logger="oxsd.xenstored"):
+        DB.from_channel_f(text, seen.append, lambda *a: None, seen.append, lambda *a: None,
+                          seen.append, lambda *a: seen.append(a[0].to_string()))
+    assert seen == ["/"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "restoring: ignoring unknown line: transaction,5,1,2,"]
+
+
+# -- when a forced update carries them --------------------------------------------------------
+
+class FakeBlocker:
+    domstr = "D5"
+    perm = P.Connection.create(5, [P.READ, P.WRITE])
+
+    def __init__(self, extra=False):
+        self.extra = extra
+
+    def number_of_transactions(self):
+        return 1
+
+    def has_output(self):
+        return self.extra
+
+    def has_extra_connection_data(self):
+        return self.extra
+
+
+class FakeCons:
+    def __init__(self, blocking):
+        self.blocking = blocking
+
+    def prevents_quit(self):
+        return list(self.blocking)
+
+
+def _queued(force, timeout="1"):
+    clock = Clock()
+    lu = LiveUpdate("/bin/true", [], clock=clock)
+    opts = ["-s", "-t", timeout] + (["-F"] if force else [])
+    assert lu.parse_live_update(opts) == "BUSY"
+    return lu, clock
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_forced_update_carries_when_only_transactions_block_after_the_deadline():
+    lu, clock = _queued(force=True)
+    cons = FakeCons([FakeBlocker(), FakeBlocker()])
+    assert not lu.carries_transactions(cons)  # before the deadline
+    clock.now += 1.5
+    assert lu.should_run(cons) and lu.carries_transactions(cons)
+
+
+@pytest.mark.parametrize("blocking", [[FakeBlocker(True)], [FakeBlocker(), FakeBlocker(True)], []])
+def test_forced_update_does_not_carry_partial_packets_output_or_targets(blocking):
+    lu, clock = _queued(force=True)
+    clock.now += 1.5
+    assert not lu.carries_transactions(FakeCons(blocking))
+
+
+def test_update_without_force_never_carries():
+    lu, clock = _queued(force=False)
+    clock.now += 1.5
+    cons = FakeCons([FakeBlocker()])
+    assert not lu.carries_transactions(cons)
+    assert not lu.should_run(cons)  # aborted, as the original
