@@ -337,7 +337,8 @@ class Process:
             commit = False
         else:
             raise ValueError(first)
-        commit = commit and not t.is_read_only()
+        # A carried transaction whose restore replay differed fails even if read-only.
+        commit = commit and (not t.is_read_only() or t.restore_failed)
         success = self.end_transaction(con, t.get_id(), commit)
         self.history.trim(t)
         if not success:
@@ -370,7 +371,6 @@ class Process:
                 self.cons.add_domain(dom)
                 self.cons.fire_spec_watches(t.get_root(), Path.introduce_domain)
             except Exception as exn:
-                log.debug("introduce %d failed: %r", domid, exn)
                 raise InvalidCmdArgs() from exn
         if dom.get_remote_port() != remote_port or dom.get_mfn() != mfn:
             raise DomainNotMatch()
@@ -419,6 +419,8 @@ class Process:
         self.access_log.end_transaction(tid, con.domstr)
         if not commit:
             return True
+        if trans.restore_failed:
+            return self._fail_restored(con, trans)
         if self.txreg.commit(con.domstr, trans, self.access_log, self.disk_write):
             return True
         return self.transaction_replay(con, trans)
@@ -468,6 +470,73 @@ class Process:
         finally:
             c.transactions.pop(tid, None)
             self.access_log.end_transaction(tid, c.domstr)
+
+    # -- transactions carried across a live update (oxsd only) --------------
+    def response_of_packet(self, request: Request, pkt: Request) -> Response:
+        """The Response a dumped response packet stands for (inverse of db.response_packet)."""
+        if pkt.ty is Op.ERROR:
+            return Error(pkt.get_data().decode("latin-1"))
+        kind = self._table.get(request.ty, (ACK, None))[0]
+        if kind != DATA and pkt.data == _OK:
+            return Ack(None)
+        return Reply(pkt.data)
+
+    def restore_transactions(self, carried) -> None:
+        """Recreate every transaction of a live-update dump (db.CarriedTransaction list)."""
+        for c in carried:
+            try:
+                self.restore_transaction(c.con, c.tid, c.next_tid, c.operations)
+            except Exception as exn:  # a dump is never trusted: skip what cannot be rebuilt
+                log.warning("Live reload: cannot restore transaction %d of %s: %s",
+                            c.tid, c.con.domstr, exn_to_string(exn))
+
+    def restore_transaction(self, con: Connection, tid: int, next_tid: int,
+                            operations: List[Tuple[Request, Request]]) -> Transaction:
+        """Open transaction `tid` on `con` again, on the live store, by replaying its requests.
+
+        Each recorded request goes through the conflict replay's step
+        (`_perform`: simple ops only, the same handlers, responses compared
+        byte for byte).  If any response differs, or an op cannot be replayed,
+        the transaction still opens (the rest of its requests are replayed,
+        so it reads its own writes as far as they apply) but is marked
+        `restore_failed`: its commit gives EAGAIN, as a failed replay would.
+        Nothing is access-logged (these are no client requests; the access
+        log is not open yet anyway) and no watch fires (id != 0).  Its quota
+        snapshot, start time and commit-counter start are those of now; its
+        `operations` are the recorded ones (a later conflict replay uses them).
+        """
+        if tid in con.transactions:
+            raise Define.AlreadyExist()
+        recorded = [(request, self.response_of_packet(request, pkt)) for request, pkt in operations]
+        t = self.txreg.make(tid, self.store)
+        failed = False
+        for request, response in recorded:
+            try:
+                self._perform(con, t, request, response, None)
+            except TransactionAgain:
+                failed = True
+            except Exception as exn:
+                log.info("restoring transaction %d of %s: %s", tid, con.domstr, exn_to_string(exn))
+                failed = True
+        t.operations = recorded
+        t.restore_failed = failed
+        con.transactions[tid] = t
+        con.next_tid = next_tid
+        if failed:
+            log.warning("Live reload: transaction %d of %s differs on the restored store: "
+                        "its commit will fail", tid, con.domstr)
+        return t
+
+    def _fail_restored(self, con: Connection, t: Transaction) -> bool:
+        """The commit of a carried transaction whose restore replay differed: a failed replay."""
+        tid = t.get_id()
+        self.access_log.conflict(tid, con.domstr)
+        self.txreg.failed_commits += 1
+        # Its conflict happened before the update: the history cannot hold the culprit.
+        log.debug("Found no culprit for conflict in r(%d):%s: must be self or not in history.",
+                  tid, con.domstr)
+        self.txreg.failed_commits_no_culprit += 1
+        return False
 
     def _apportion_blame(self, c: Connection, t: Transaction, txid: int, operations) -> None:
         self.txreg.failed_commits += 1
@@ -582,8 +651,11 @@ class Process:
 
     # -- I/O steps (called by the main loop) ------------------------------
     def do_input(self, con: Connection) -> None:
+        """One input step (Connection.do_input when it can_input), then the request it completed."""
         try:
-            packet = con.do_input() if con.can_input() else None
+            # Xb.input checks the output queue's room itself; the pipe of
+            # watch events not yet delivered is the rest of can_input.
+            packet = None if con.pending_source_watchevents.q else con.xb.input()
         except Reconnect:
             self._reconnect(con)
             return
@@ -602,16 +674,19 @@ class Process:
 
     def do_output(self, con: Connection, nowait: bool = False) -> None:
         """Flush the source pipe, access-log the head packet, write one packet."""
-        con.source_flush_watchevents()
-        if not con.has_output():
-            return
-        if con.has_new_output():
-            pkt = con.peek_output()
+        if con.pending_source_watchevents.q:
+            con.source_flush_watchevents()
+        xb = con.xb  # the Connection accessors, one layer down (hot path)
+        queued = xb.pkt_out.q
+        if queued:  # has_new_output: log the head (even behind a half-written packet)
+            pkt = queued[0]
             self.access_log.xb_answer(pkt.tid, con.domstr, pkt.ty, pkt.data)
-            if self.trace is not None and not con.has_old_output():
+            if self.trace is not None and not xb.has_old_output():
                 self.trace.packet_out(con, pkt)
+        elif not xb.has_old_output():
+            return  # no output at all
         try:
-            con.do_output(nowait)
+            xb.output(nowait)
         except Reconnect:
             self._reconnect(con)
 
@@ -788,6 +863,22 @@ class LiveUpdate:
         log.warning("Live update aborted (see above for domains preventing it)")
         self.state = replace(st, pending=False, result=msgs)
         return False
+
+    def carries_transactions(self, cons: "Connections") -> bool:
+        """-F past the deadline and what blocks is only open transactions: dump them and go.
+
+        oxsd only.  The original's loop goes on while anything blocks, so its
+        -F never drops or carries a transaction; oxsd carries them in the dump
+        (db.py `transaction` lines) and recreates them after the exec.  A
+        connection with a partial packet, queued output or a changed identity
+        (set_target) is not carried: the update still waits for it, every
+        iteration repeating the warnings of `should_run`, as the original does.
+        """
+        st = self.state
+        if not (st.pending and st.force) or self.clock() < st.deadline:
+            return False
+        blocking = cons.prevents_quit()
+        return bool(blocking) and not any(c.has_extra_connection_data() for c in blocking)
 
     def completed(self) -> None:
         self.state = replace(self.state, result=["OK"])

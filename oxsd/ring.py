@@ -43,8 +43,9 @@ Python does not expose; oxsd targets x86 like Debian's oxenstored package.
 from __future__ import annotations
 
 import mmap
+import struct
 import sys
-from typing import Union
+from typing import Tuple, Union
 
 __all__ = [
     "XENSTORE_RING_SIZE",
@@ -88,6 +89,11 @@ _CONNECTION = _I + CONNECTION
 
 _MASK32 = 0xFFFFFFFF
 _SIZE = XENSTORE_RING_SIZE
+# xs_wire.h's xsd_sockmsg (type, req_id, tx_id, len), for read_packet.
+_HEADER = struct.Struct("<IIII")
+_HEADER_SIZE = 16
+_unpack_header = _HEADER.unpack
+_unpack_header_from = _HEADER.unpack_from
 _INVALID_FILL = b"\xff" * (2 * XENSTORE_RING_SIZE)  # XS_INVALID (0xffff) everywhere
 
 if sys.byteorder != "little":  # pragma: no cover - wire header is '<IIII' elsewhere
@@ -175,6 +181,50 @@ class Ring:
         # The C code re-reads req_cons for the increment ("+="); so do we.
         idx[_REQ_CONS] = (idx[_REQ_CONS] + n) & _MASK32
         return data
+
+    def read_packet(self) -> Union[Tuple[int, int, int, bytes], int]:
+        """Take one whole request at once when it is all in req[]; else how many bytes are there.
+
+        A request is a 16-byte xsd_sockmsg header (type, req_id, tx_id,
+        len) and len body bytes.  When req[] holds at least a header and a
+        body of 1 <= len bytes, both are taken with one req_cons update and
+        returned as (type, req_id, tx_id, body): what two `read` calls of 16
+        and len bytes would give.  Otherwise nothing is consumed and the
+        number of bytes waiting is returned (0: none), for the caller's
+        byte-wise path (a partial packet, a zero-length body, a declared
+        length that cannot fit).  Reconnect / BadConnection as `read`.
+        """
+        page = memoryview(self._buf)
+        idx = page.cast("I")
+        cons = idx[_REQ_CONS]
+        prod = idx[_REQ_PROD]
+        if idx[_CONNECTION] != XENSTORE_CONNECTED:
+            idx.release()
+            page.release()
+            raise Reconnect()
+        avail = (prod - cons) & _MASK32
+        if avail > _SIZE:
+            idx.release()
+            page.release()
+            raise BadConnection()
+        if avail <= _HEADER_SIZE:
+            return avail
+        start = cons & (_SIZE - 1)
+        if start <= _SIZE - _HEADER_SIZE:
+            ty, rid, tid, length = _unpack_header_from(page, start)
+        else:  # the header wraps
+            ty, rid, tid, length = _unpack_header(
+                page[start:_SIZE].tobytes() + page[:start + _HEADER_SIZE - _SIZE].tobytes())
+        if length == 0 or length > avail - _HEADER_SIZE:
+            return avail
+        start = (start + _HEADER_SIZE) & (_SIZE - 1)
+        end = start + length
+        if end <= _SIZE:
+            body = page[start:end].tobytes()
+        else:
+            body = page[start:_SIZE].tobytes() + page[:end - _SIZE].tobytes()
+        idx[_REQ_CONS] = (idx[_REQ_CONS] + _HEADER_SIZE + length) & _MASK32
+        return ty, rid, tid, body
 
     def write(self, data: Union[bytes, bytearray, memoryview]) -> int:
         """Put as much of data as fits into rsp[] (ml_interface_write); bytes written.

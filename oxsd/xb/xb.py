@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Callable, Deque, Optional, Union
 
 from ..ring import BadConnection, Reconnect, Ring, XENSTORE_SERVER_FEATURE_RECONNECTION
-from .op import Op
+from .op import Op, of_cval
 from .packet import Packet
 from .partial import PartialIn
 
@@ -199,27 +199,93 @@ class FdBackend:
 
 
 class MmapBackend:
-    """A guest's shared ring page and the event channel to notify it."""
+    """A guest's shared ring page and the event channel to notify it.
 
-    __slots__ = ("ring", "eventchn_notify", "work_again")
+    Every step that moves ring data is followed by a notification, as in
+    xb.ml, so the guest never misses a wake-up.  While `held` (the main loop
+    serving a domain's batch of rounds, `Xb.hold_notify`), the notification
+    is owed instead and sent once by `release_notify`, before the loop can
+    sleep: the guest sees the same index updates and is woken after all of
+    them, with one event instead of one per step (events coalesce in Xen
+    anyway).
+    """
+
+    __slots__ = ("ring", "eventchn_notify", "work_again", "held", "owed")
 
     def __init__(self, ring: Ring, eventchn_notify: Callable[[], None]) -> None:
         self.ring = ring
         self.eventchn_notify = eventchn_notify
         self.work_again = False  # the last read moved >= 1 byte
+        self.held = False  # notifications are deferred to release_notify
+        self.owed = False  # data moved since the last notification (while held)
+
+    def _moved(self) -> None:
+        if self.held:
+            self.owed = True
+        else:
+            self.eventchn_notify()
 
     def read(self, n: int) -> bytes:
+        """One ring read (xb.ml read_mmap); notifies when bytes moved."""
         data = self.ring.read(n)  # Reconnect / BadConnection leave work_again as it was
         self.work_again = bool(data)
         if data:
-            self.eventchn_notify()  # space freed in req[]
+            self._moved()  # space freed in req[]
         return data
+
+    def input_step(self, partial: PartialIn) -> Optional[Packet]:
+        """One input step: read what `partial` wants; when a header completes, its body too.
+
+        xb.ml reads the body on the next step; taking what the guest has
+        already put in the ring now saves a loop iteration and changes
+        nothing the guest can see but timing.  A body not there yet, and a
+        zero-length one (the 4.17 quirk), wait for the next step, as in
+        xb.ml.  One notification covers both reads.
+        """
+        ring = self.ring
+        if not partial.has_partial_input():
+            # Between packets: take a whole one in one go when it is there.
+            got = ring.read_packet()  # Reconnect / BadConnection: work_again as it was
+            if type(got) is tuple:
+                self.work_again = True
+                self._moved()
+                ty, rid, tid, body = got
+                return Packet(tid, rid, of_cval(ty), body)
+            if got == 0:
+                self.work_again = False
+                return None
+        n = partial.to_read()
+        if n <= 0:
+            return partial.feed(b"")  # no read: work_again stays (xb.ml)
+        data = ring.read(n)  # Reconnect / BadConnection leave work_again as it was
+        if not data:
+            self.work_again = False
+            return partial.feed(data)
+        self.work_again = True
+        try:
+            pkt = partial.feed(data)
+            if pkt is None and partial.in_body():
+                n = partial.to_read()
+                if n > 0:
+                    data = ring.read(n)
+                    if data:
+                        pkt = partial.feed(data)
+        finally:
+            self._moved()  # even if the body read raised: the header moved
+        return pkt
 
     def write(self, data: bytes, off: int) -> int:
         n = self.ring.write(memoryview(data)[off:] if off else data)
         if n > 0:
-            self.eventchn_notify()
+            self._moved()  # rsp[] has new bytes
         return n
+
+    def release_notify(self) -> None:
+        """Stop deferring; send the notification owed, if any."""
+        self.held = False
+        if self.owed:
+            self.owed = False
+            self.eventchn_notify()
 
     def close(self) -> None:
         self.ring.close()
@@ -233,7 +299,7 @@ class Xb:
 
     __slots__ = ("backend", "pkt_out", "partial_in", "_out", "_out_off", "capacity",
                  "_read", "_read_more", "_write", "_q", "_counts", "_qcap", "_maxout",
-                 "on_activity")
+                 "_ring", "on_activity")
 
     def __init__(self, backend: Backend, maxoutstanding: int, maxwatchevents: int) -> None:
         self.backend = backend
@@ -245,6 +311,7 @@ class Xb:
         self._read = backend.read
         self._read_more = getattr(backend, "read_if_ready", None)
         self._write = backend.write
+        self._ring = backend if type(backend) is MmapBackend else None
         # Shortcuts for can_input on the hot path.
         self._q = self.pkt_out.q
         self._counts = self.pkt_out.counts
@@ -289,15 +356,24 @@ class Xb:
 
     # -- input --------------------------------------------------------
     def input(self) -> Optional[Packet]:
-        """One read step: at most one read of at most to_read bytes; a packet when complete.
+        """One read step (a completed header's body may come with it); a packet when complete.
 
         None when input is blocked (`can_input` false), when more bytes are
-        needed, and (4.17) on the step that completes a header.  Raises
-        EndOfFile / OSError (socket), Reconnect / BadConnection (ring).
+        needed, and (4.17) on the step that completes a header unless its
+        body is already waiting (then it is read in the same step: socket
+        `read_if_ready`, ring `MmapBackend.input_step`).  Raises EndOfFile /
+        OSError (socket), Reconnect / BadConnection (ring).
         """
         if not (len(self._q) < self._qcap and self._counts[_CR] < self._maxout):
             return None
         partial = self.partial_in
+        ring = self._ring
+        if ring is not None:
+            # Rings: the body comes with its header when it is already there.
+            pkt = ring.input_step(partial)
+            if ring.work_again and self.on_activity is not None:
+                self.on_activity()
+            return pkt
         n = partial.to_read()
         data = self._read(n) if n > 0 else b""
         if data and self.on_activity is not None:
@@ -319,6 +395,31 @@ class Xb:
 
     def has_partial_input(self) -> bool:
         return self.partial_in.has_partial_input()
+
+    def has_more_work(self, input_allowed: bool = True) -> bool:
+        """Xb's part of Connection.has_more_work, in one call (the main loop asks it per round).
+
+        The last ring read moved data and input may be read (`can_input`,
+        and `input_allowed`: no watch events of the connection still to
+        deliver), or a whole packet waits and none is half written.
+        """
+        ring = self._ring
+        if (ring is not None and ring.work_again and input_allowed
+                and len(self._q) < self._qcap and self._counts[_CR] < self._maxout):
+            return True
+        return self._out_off >= len(self._out) and len(self._q) > 0
+
+    def hold_notify(self) -> None:
+        """Ring: defer notifications until `release_notify` (one event for many steps)."""
+        ring = self._ring
+        if ring is not None:
+            ring.held = True
+
+    def release_notify(self) -> None:
+        """Ring: send the notification deferred since `hold_notify`, if data moved."""
+        ring = self._ring
+        if ring is not None:
+            ring.release_notify()
 
     def has_more_input(self) -> bool:
         """Ring only: the last ring read moved data (sockets: always False)."""

@@ -97,6 +97,79 @@ def test_read_raises_reconnect_before_checking_indexes(ring, page):
         ring.read(16)
 
 
+# -- read_packet: a whole request in one step ----------------------------------
+
+def hdr(ty: int, rid: int, tid: int, length: int) -> bytes:
+    return struct.pack("<IIII", ty, rid, tid, length)
+
+
+def test_read_packet_takes_header_and_body_with_one_index_update(ring, page):
+    page.put_req(hdr(2, 7, 3, 4) + b"/ab\0" + hdr(2, 8, 0, 2) + b"/\0")
+    assert ring.read_packet() == (2, 7, 3, b"/ab\0")
+    assert page.get("req_cons") == 20  # exactly the packet, not the next one
+    assert ring.read_packet() == (2, 8, 0, b"/\0")
+    assert page.get("req_cons") == 38
+    assert ring.read_packet() == 0
+
+
+def test_read_packet_leaves_a_packet_whose_body_is_not_all_there(ring, page):
+    page.put_req(hdr(11, 1, 0, 10) + b"12345")
+    assert ring.read_packet() == 21  # bytes waiting; nothing consumed
+    assert page.get("req_cons") == 0
+    page.put_req(b"67890")
+    assert ring.read_packet() == (11, 1, 0, b"1234567890")
+
+
+def test_read_packet_leaves_a_lone_or_partial_header(ring, page):
+    page.put_req(hdr(2, 1, 0, 3)[:9])
+    assert ring.read_packet() == 9
+    page.put_req(hdr(2, 1, 0, 3)[9:])
+    assert ring.read_packet() == 16
+    assert page.get("req_cons") == 0
+
+
+def test_read_packet_leaves_a_zero_length_packet_to_the_byte_wise_path(ring, page):
+    page.put_req(hdr(21, 1, 0, 0) + hdr(2, 2, 0, 2) + b"/\0")
+    assert ring.read_packet() == 34  # the 4.17 header step must still happen
+    assert page.get("req_cons") == 0
+
+
+@pytest.mark.parametrize("length", [1009, 5000, M32])
+def test_read_packet_leaves_a_length_that_cannot_be_in_the_ring(ring, page, length):
+    page.put_req(hdr(11, 1, 0, length) + b"z" * 1008)  # the ring is full
+    assert ring.read_packet() == 1024
+    assert page.get("req_cons") == 0
+
+
+@pytest.mark.parametrize("start", [1000, 1010, 1017, 1023])
+def test_read_packet_across_the_end_of_req(ring, page, start):
+    page.set("req_cons", start)
+    page.set("req_prod", start)
+    body = bytes(range(40))
+    page.put_req(hdr(11, 5, 1, len(body)) + body)  # header and/or body wrap
+    assert ring.read_packet() == (11, 5, 1, body)
+    assert page.get("req_cons") == start + 56
+
+
+def test_read_packet_across_2_32(ring, page):
+    page.set("req_cons", M32 - 5)
+    page.set("req_prod", M32 - 5)
+    page.put_req(hdr(2, 9, 0, 3) + b"/a\0")
+    assert ring.read_packet() == (2, 9, 0, b"/a\0")
+    assert page.get("req_cons") == 13
+
+
+def test_read_packet_checks_connection_then_indexes_like_read(ring, page):
+    page.set("req_prod", 2000)
+    with pytest.raises(BadConnection):
+        ring.read_packet()
+    page.set("connection", 1)
+    with pytest.raises(Reconnect):
+        ring.read_packet()
+    assert page.get("req_cons") == 0
+    page.buf.extend(b"x")  # no view left on the page after either error
+
+
 def test_write_advances_rsp_prod_and_copies(ring, page):
     assert ring.write(b"hello") == 5
     assert page.get("rsp_prod") == 5

@@ -18,7 +18,7 @@ from oxsd.domain import Domain
 from oxsd.domains import Domains
 from oxsd.event import Event
 from oxsd.scheduler import (CREDIT_POLL_INTERVAL, CREDIT_POLL_MAX, PERIOD_OPS_INTERVAL,
-                             Scheduler, _ocaml_float)
+                             EVTCHN_BATCH, RING_BATCH, Scheduler, _ocaml_float)
 
 
 # -- fakes --------------------------------------------------------------------
@@ -72,12 +72,55 @@ class FakeHv:
         return self.states[domid]
 
 
+class FakePipe:
+    """A connection's watch events not yet delivered (none here)."""
+
+    def __init__(self) -> None:
+        self.q: List[object] = []
+
+
+class FakeXb:
+    """The transport of a FakeCon: its work flag, and the notifications a batch would send."""
+
+    def __init__(self) -> None:
+        self.con: Optional["FakeCon"] = None
+        self.held = False
+        self.holds = 0
+        self.releases = 0
+
+    def has_more_work(self, input_allowed: bool = True) -> bool:
+        return self.con.more_work
+
+    def has_more_input(self) -> bool:
+        return self.con.more_work
+
+    def has_output(self) -> bool:
+        return False
+
+    def hold_notify(self) -> None:
+        self.held = True
+        self.holds += 1
+
+    def release_notify(self) -> None:
+        assert self.held, "release without hold"
+        self.held = False
+        self.releases += 1
+
+
 @dataclass
 class FakeCon:
     dom: Domain
     more_work: bool = False
     # what the next do_input does to more_work (the ring scan's probe)
     input_finds_work: bool = False
+    # requests waiting in the ring: when set, each do_input takes one (more
+    # work follows, as work_again), and a read with none left clears more_work
+    ring: Optional[int] = None
+    xb: FakeXb = field(default_factory=FakeXb)
+    pending_source_watchevents: FakePipe = field(default_factory=lambda: FakePipe())
+
+    def __post_init__(self) -> None:
+        self.xb.con = self
 
     def has_more_work(self) -> bool:
         return self.more_work
@@ -99,6 +142,9 @@ class FakeProcess:
         self.calls.append(("in", con.dom.id))
         if con.input_finds_work:
             con.more_work = True
+        if con.ring is not None:
+            con.more_work = con.ring > 0
+            con.ring = max(0, con.ring - 1)
 
     def do_output(self, con: FakeCon) -> None:
         self.calls.append(("out", con.dom.id))
@@ -238,6 +284,127 @@ def test_a_served_domain_spends_one_credit_per_iteration_until_none_is_left(env)
         env.sched.process_domains()
     assert env.process.calls == [("in", 5), ("out", 5)] * 2
     assert env.doms.find(5).io_credit == 0
+
+
+# -- batches: the rounds of following iterations, served at once -----------------------
+
+def test_a_domain_with_more_work_gets_its_next_rounds_in_the_same_iteration(env):
+    con = env.add(5, credit=1)
+    con.more_work, con.ring = True, 3
+    env.sched.process_domains()
+    # 3 requests and the empty read, as the original's next 3 iterations would
+    assert env.process.calls == [("in", 5), ("out", 5)] * 4
+    assert not con.more_work
+    # only the first round is paid: each later one earned +1 in the original
+    assert con.dom.io_credit == 0
+
+
+def test_a_batch_keeps_the_credit_the_original_would_have_left(env):
+    con = env.add(5, credit=3)
+    con.more_work, con.ring = True, 2
+    env.sched.process_domains()
+    assert len(env.process.calls) == 2 * 3 and con.dom.io_credit == 2
+
+
+def test_a_batch_is_at_most_ring_batch_rounds_and_the_rest_waits_for_the_next_iteration(env):
+    con = env.add(5, credit=1)
+    con.more_work, con.ring = True, RING_BATCH + 5
+    env.sched.process_domains()
+    assert env.process.calls == [("in", 5), ("out", 5)] * RING_BATCH
+    assert con.more_work and con.dom.io_credit == 0
+    env.process.calls.clear()
+    env.sched.main_loop()  # more work: +1 credit, served at once
+    assert env.process.calls == [("in", 5), ("out", 5)] * 6
+
+
+def test_domains_are_served_in_table_order_each_with_its_batch(env):
+    a, b = env.add(5, credit=1), env.add(6, credit=1)
+    a.more_work, a.ring = True, 1
+    b.more_work, b.ring = True, 1
+    env.sched.process_domains()
+    assert env.process.calls == [("in", 5), ("out", 5)] * 2 + [("in", 6), ("out", 6)] * 2
+
+
+def test_a_batch_stops_when_the_domain_turns_bad(env):
+    con = env.add(5, credit=1)
+    con.more_work, con.ring = True, 5
+    do_input = env.process.do_input
+
+    def bad_on_second(c):
+        do_input(c)
+        if len(env.process.calls) == 3:
+            c.dom.mark_as_bad()
+    env.process.do_input = bad_on_second
+    env.sched.process_domains()
+    assert env.process.calls == [("in", 5), ("out", 5)] * 2
+
+
+def test_a_batch_stops_when_the_domain_is_paused_for_conflict(env):
+    con = env.add(5, credit=1)
+    con.more_work, con.ring = True, 5
+    do_input = env.process.do_input
+
+    def conflict(c):
+        do_input(c)
+        c.dom.conflict_credit = 0.0
+    env.process.do_input = conflict
+    env.sched.process_domains()
+    assert env.process.calls == [("in", 5), ("out", 5)]
+
+
+def test_a_batch_stops_when_the_connection_goes_and_sends_no_notification(env):
+    con = env.add(5, credit=1)
+    con.more_work, con.ring = True, 5
+    do_input = env.process.do_input
+
+    def released(c):
+        do_input(c)
+        env.cons.del_domain(5)
+    env.process.do_input = released
+    env.sched.process_domains()
+    assert env.process.calls == [("in", 5), ("out", 5)]
+    assert con.xb.holds == 1 and con.xb.releases == 0
+
+
+def test_a_batch_defers_its_notifications_to_one_release(env):
+    con = env.add(5, credit=1)
+    con.more_work, con.ring = True, 4
+    env.sched.process_domains()
+    assert con.xb.holds == 1 and con.xb.releases == 1 and not con.xb.held
+
+
+def test_a_later_round_that_raises_keeps_the_credit_its_iteration_earned(env):
+    con = env.add(5, credit=1)
+    con.more_work, con.ring = True, 5
+    do_input = env.process.do_input
+
+    def fails_third(c):
+        do_input(c)
+        if len(env.process.calls) == 5:
+            raise RuntimeError("escapes to the main loop")
+    env.process.do_input = fails_third
+    with pytest.raises(RuntimeError):
+        env.sched.process_domains()
+    # the original: round 1 paid (-1); the next iteration +1 and round 2 -1;
+    # the next +1 and round 3 raised before its -1
+    assert con.dom.io_credit == 1 and con.xb.releases == 1
+
+
+def test_a_round_that_raises_still_releases_the_notification(env):
+    con = env.add(5, credit=1)
+
+    def boom(c):
+        raise RuntimeError("escapes to the main loop")
+    env.process.do_input = boom
+    with pytest.raises(RuntimeError):
+        env.sched.process_domains()
+    assert con.xb.releases == 1 and not con.xb.held
+
+
+def test_a_polled_round_that_finds_nothing_still_releases_the_notification(env):
+    con = env.add(5, credit=2)
+    env.sched.process_domains(polled=True)
+    assert con.dom.io_credit == 2 and con.xb.releases == 1 and not con.xb.held
 
 
 # -- the ring scan (domains.md §8.3) -------------------------------------------------
@@ -380,6 +547,43 @@ def test_a_notification_on_an_unknown_port_raises_but_is_unmasked(env):
     assert env.handle.unmasked == [99]
 
 
+def test_notifications_already_queued_are_all_taken_in_one_iteration(env):
+    a, b = env.add(5), env.add(6)
+    pa, pb = a.dom.get_local_port(), b.dom.get_local_port()
+    env.handle.queue.extend([pa, pb, pa, pa])
+    env.sched.handle_eventchn()
+    assert env.handle.queue == []
+    # a port notified several times before the daemon looked counts once
+    assert a.dom.io_credit == 1 and b.dom.io_credit == 1
+    assert env.handle.unmasked == [pa, pb]
+
+
+def test_at_most_evtchn_batch_events_are_taken_per_iteration(env):
+    con = env.add(5)
+    port = con.dom.get_local_port()
+    env.handle.queue.extend([port] * (EVTCHN_BATCH + 3))
+    env.sched.handle_eventchn()
+    assert len(env.handle.queue) == 3 and con.dom.io_credit == 1
+
+
+def test_an_unknown_port_among_others_raises_after_the_rest_are_handled(env):
+    con = env.add(5)
+    port = con.dom.get_local_port()
+    env.handle.queue.extend([99, port])
+    with pytest.raises(KeyError):
+        env.sched.handle_eventchn()
+    assert con.dom.io_credit == 1 and env.handle.unmasked == [99, port]
+
+
+def test_dom_exc_queued_twice_is_handled_once(env):
+    env.add(0)
+    env.add(5)
+    env.hv.states[5].dying = True
+    env.handle.queue.extend([env.sched.event.domexc] * 2)
+    env.sched.handle_eventchn()
+    assert env.cons.deleted == [5] and env.cons.fired == ["@releaseDomain"]
+
+
 def test_dom_exc_removes_dead_domains_and_fires_release_domain_once(env):
     env.add(0)
     env.add(5)
@@ -409,11 +613,12 @@ def test_dom_exc_with_every_domain_running_fires_nothing(env):
 def test_an_iteration_credits_domains_with_more_work_and_serves_them_at_once(env):
     env.sched.period_start = env.clock.now
     con = env.add(5)
-    con.more_work = True
+    con.more_work, con.ring = True, 1
     periodic = []
     env.sched.periodic_ops = periodic.append
     env.sched.main_loop()  # timeout 0: no periodic work on this iteration
-    assert env.process.calls == [("in", 5), ("out", 5)]
+    # the request, then the empty read that ends the work (both in this iteration)
+    assert env.process.calls == [("in", 5), ("out", 5)] * 2
     assert periodic == [] and con.dom.io_credit == 0
 
 
