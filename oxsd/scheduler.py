@@ -340,14 +340,26 @@ class Scheduler:
         """Input on a readable socket, then the replies it produced.
 
         The original reads one request per socket per iteration and writes
-        its reply on a later one.  Here the replies are written at once
-        (non-blocking: what the socket does not take waits for POLLOUT) and
-        requests already queued in the socket are served in the same
-        iteration, up to SOCKET_BATCH.  What each socket receives, and in
-        what order, is unchanged; only the interleaving with other clients
-        moves, as it would with other arrival times.  A peer that has
-        closed gets no reply: the original reads the EOF first.
+        its reply on a later one.  Here requests already queued in the
+        socket are served in the same iteration, up to SOCKET_BATCH, and
+        their replies go out together at the end of the batch
+        (non-blocking: what the socket does not take waits for POLLOUT).
+        What each socket receives, and in what order, is unchanged; only
+        the interleaving with other clients moves, as it would with other
+        arrival times.  A peer that has closed gets no reply to its last
+        request: the original reads the EOF first.
         """
+        xb = con.xb
+        xb.hold_output()
+        try:
+            self._serve_socket_batch(con)
+        finally:
+            if self.cons.anonymous.get(con.get_fd()) is con:
+                self._socket_step(con, _release_output, "write")
+            else:
+                xb.backend.take_pending()  # dropped: nothing more goes out
+
+    def _serve_socket_batch(self, con: "Connection") -> None:
         process = self.process
         do_output = process.do_output_nowait
         xb = con.xb
@@ -361,8 +373,6 @@ class Scheduler:
             while xb.has_output():
                 if not self._socket_step(con, do_output, "write"):
                     return
-                if xb.has_old_output():
-                    return  # the socket is full: the rest waits for POLLOUT
             if state != PEEK_DATA or not con.can_input():
                 return
 
@@ -501,6 +511,10 @@ class Scheduler:
         log.info("store stat: nodes(%d) t-abort(%d) t-coalesce(%d)", nodes, aborts, coalesces)
         log.info("  con stat: anonymous(%d, %d o, %d w) domains(%d, %d o, %d w)",
                  lanon, lanon_ops, lanon_w, ldom, ldom_ops, ldom_w)
+
+
+def _release_output(con: "Connection") -> None:
+    con.xb.release_output()
 
 
 def _strerror(e: OSError) -> str:

@@ -27,7 +27,7 @@ import mmap
 import socket
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Deque, Optional, Union
+from typing import Callable, Deque, List, Optional, Union
 
 from ..ring import BadConnection, Reconnect, Ring, XENSTORE_SERVER_FEATURE_RECONNECTION
 from .op import Op, of_cval
@@ -143,9 +143,15 @@ _PEEK_FLAGS = socket.MSG_PEEK | socket.MSG_DONTWAIT
 
 
 class FdBackend:
-    """A connected, blocking Unix stream socket (dom0 tools)."""
+    """A connected, blocking Unix stream socket (dom0 tools).
 
-    __slots__ = ("sock", "fd", "_recv", "_send", "_sendall")
+    While `held` (the main loop serving a socket's batch of requests,
+    `Xb.hold_output`), non-blocking writes are gathered in `pending` and
+    go out in one send from `Xb.release_output`: the same bytes in the same
+    order, one system call (and one wake-up of the client) per batch.
+    """
+
+    __slots__ = ("sock", "fd", "_recv", "_send", "_sendall", "held", "pending")
 
     def __init__(self, sock: Union[socket.socket, int]) -> None:
         if isinstance(sock, int):
@@ -155,6 +161,8 @@ class FdBackend:
         self._recv = sock.recv
         self._send = sock.send
         self._sendall = sock.sendall
+        self.held = False
+        self.pending: List[bytes] = []
 
     def read(self, n: int) -> bytes:
         """One recv of at most n bytes; EndOfFile on EOF, OSError on a read error."""
@@ -183,7 +191,13 @@ class FdBackend:
             return PEEK_EOF
 
     def write_nowait(self, data: bytes, off: int) -> int:
-        """Write what the socket takes now of data[off:]; 0 when it would block."""
+        """Write what the socket takes now of data[off:]; 0 when it would block.
+
+        While held, all of it is taken into `pending`.
+        """
+        if self.held:
+            self.pending.append(data[off:] if off else data)
+            return len(data) - off
         try:
             return self._send(memoryview(data)[off:] if off else data, socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
@@ -191,10 +205,29 @@ class FdBackend:
 
     def write(self, data: bytes, off: int) -> int:
         """Blocking full write of data[off:] (OCaml Unix.write loops until done)."""
+        if self.pending:  # what was gathered goes first
+            self.flush_pending()
         self._sendall(memoryview(data)[off:] if off else data)
         return len(data) - off
 
+    def take_pending(self) -> bytes:
+        """Stop holding; what was gathered since, joined."""
+        self.held = False
+        pending = self.pending
+        if not pending:
+            return b""
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        return data
+
+    def flush_pending(self) -> None:
+        """Blocking write of what was gathered (a blocking write must not overtake it)."""
+        data = self.take_pending()
+        if data:
+            self._sendall(data)
+
     def close(self) -> None:
+        self.pending.clear()
         self.sock.close()
 
 
@@ -408,6 +441,27 @@ class Xb:
                 and len(self._q) < self._qcap and self._counts[_CR] < self._maxout):
             return True
         return self._out_off >= len(self._out) and len(self._q) > 0
+
+    def hold_output(self) -> None:
+        """Socket: gather non-blocking writes until `release_output` (one send per batch)."""
+        if self._ring is None:
+            self.backend.held = True
+
+    def release_output(self) -> None:
+        """Socket: send what was gathered since `hold_output`; what the socket does not
+        take now stays as a partly written packet, waiting for POLLOUT.  OSError as a write."""
+        backend = self.backend
+        if self._ring is not None:
+            return
+        data = backend.take_pending()
+        if not data:
+            return
+        n = backend.write_nowait(data, 0)
+        if n < len(data):
+            # Nothing else can be partly written: output() completes every
+            # packet while held.
+            self._out = data
+            self._out_off = n
 
     def hold_notify(self) -> None:
         """Ring: defer notifications until `release_notify` (one event for many steps)."""

@@ -270,6 +270,58 @@ def test_socket_sends_payloads_over_4096_whole(sockpair):
     assert recv_exact(b, 10016) == big.to_bytes()
 
 
+def test_socket_held_output_goes_out_in_one_send_at_release(sockpair):
+    a, b = sockpair
+    xb = open_fd(a, 10, 10)
+    p1, p2 = reply(1, b"x" * 100), event()
+    xb.queue(p1)
+    xb.queue(p2)
+    xb.hold_output()
+    assert xb.output(nowait=True) is True and xb.output(nowait=True) is True
+    assert pending_bytes(b) == 0  # gathered, not sent
+    assert not xb.has_output()
+    xb.release_output()
+    expected = p1.to_bytes() + p2.to_bytes()
+    assert recv_exact(b, len(expected)) == expected
+    xb.release_output()  # nothing more
+    assert pending_bytes(b) == 0
+
+
+def test_socket_held_output_the_socket_refuses_waits_as_a_partly_written_packet(sockpair):
+    a, b = sockpair
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    xb = open_fd(a, 100, 100)
+    packets = [reply(i, b"y" * 4000, Op.READ) for i in range(60)]  # more than the socket takes
+    for pkt in packets:
+        xb.queue(pkt)
+    xb.hold_output()
+    while xb.has_output():
+        assert xb.output(nowait=True) is True
+    xb.release_output()
+    assert xb.has_old_output()  # the rest waits for POLLOUT
+    expected = b"".join(pkt.to_bytes() for pkt in packets)
+    got = bytearray()
+    while len(got) < len(expected):
+        wait_readable(b)
+        got += b.recv(1 << 16)
+        while xb.has_old_output() and select.select([], [a], [], 0)[1]:
+            xb.output(nowait=True)
+    assert bytes(got) == expected and not xb.has_output()
+
+
+def test_socket_blocking_write_never_overtakes_held_output(sockpair):
+    a, b = sockpair
+    xb = open_fd(a, 10, 10)
+    p1, p2 = reply(1, b"first"), reply(2, b"second")
+    xb.queue(p1)
+    xb.hold_output()
+    xb.output(nowait=True)
+    xb.queue(p2)
+    xb.output()  # a blocking write (POLLOUT path) flushes what was gathered first
+    expected = p1.to_bytes() + p2.to_bytes()
+    assert recv_exact(b, len(expected)) == expected
+
+
 def test_socket_get_fd_is_close_and_reconnect(sockpair):
     a, _ = sockpair
     xb = open_fd(a, 1, 1)
