@@ -309,9 +309,14 @@ class Connection:
         return (self.has_partial_input() or self.has_output()
                 or self.make_perm() != self.perm)
 
+    def has_transaction_data(self) -> bool:
+        n = self.number_of_transactions()
+        log.debug("%s: number of transactions = %d", self.domstr, n)
+        return n > 0
+
     def prevents_live_update(self) -> bool:
         return not self.is_bad() and (self.has_extra_connection_data()
-                                      or self.number_of_transactions() > 0)
+                                      or self.has_transaction_data())
 
     def stats(self) -> Tuple[int, int]:
         return len(self.watches), self.stat_nb_ops

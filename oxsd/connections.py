@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 from . import perms as Perms
 from .connection import Connection, Watch
+from .logging_ import exn_to_string
 from .store import Path
 from .ocaml_hashtbl import Hashtbl
 from .trie import Trie
@@ -110,7 +111,7 @@ class Connections:
             self.del_watches(con)
             con.close()
         except Exception as exn:  # the original logs and carries on
-            log.debug("del anonymous %s", exn)
+            log.debug("del anonymous %s", exn_to_string(exn))
 
     def del_domain(self, domid: int) -> None:
         try:
@@ -123,7 +124,7 @@ class Connections:
             self.del_watches(con)
             con.close()
         except Exception as exn:
-            log.debug("del domain %u: %r", domid, exn)
+            log.debug("del domain %u: %s", domid, exn_to_string(exn))
 
     # -- iteration ---------------------------------------------------
     def iter_domains(self) -> List[Connection]:
@@ -217,13 +218,14 @@ class Connections:
         return "Watches with pending events: 0, pending events total: 0"
 
     def prevents_quit(self) -> List[Connection]:
-        """Blocking connections, in the order of the original's `filter` (two Hashtbl folds)."""
-        blocking = [c for c in self.iter() if c.prevents_live_update()]
-        if len(blocking) <= 1:
-            return blocking
-        ordered = (list(reversed(hashtbl_order(self.domains)))
-                   + list(reversed(hashtbl_order(self.anonymous))))
-        return [c for c in ordered if c in blocking]
+        """Blocking connections, in the order of the original's `filter`: a Hashtbl
+        fold over the sockets, then one over the domains, each consing its matches.
+        The checks run in fold order too: each may log a transaction count."""
+        def fold(table: Dict[int, Connection]) -> List[Connection]:
+            cons = hashtbl_order(table) if len(table) > 1 else list(table.values())
+            return [c for c in cons if c.prevents_live_update()]
+        anonymous = fold(self.anonymous)
+        return fold(self.domains)[::-1] + anonymous[::-1]
 
 
 # -- firing (connection.ml's fire_* functions; they need the store) ------

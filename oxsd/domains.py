@@ -15,12 +15,19 @@ from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Tu
 
 from .define import InvalidArgument
 from .domain import Domain
+from .ocaml_hashtbl import Hashtbl
 
 if TYPE_CHECKING:
     from .config import Settings
     from .event import Event
 
 log = logging.getLogger("oxsd.domains")
+
+
+def _ocaml_float(x: float) -> str:
+    """OCaml's %F (the credit log lines): %.12g, plus a '.' when that shows no '.' or exponent."""
+    s = "%.12g" % x
+    return s if any(c in s for c in ".eEni") else s + "."
 
 
 class _Slot:
@@ -38,7 +45,9 @@ class Domains:
         self.eventchn = eventchn
         self.hv = hv  # hypervisor backend: map_foreign, domain_getinfo, map_file
         self.settings = settings
-        self.table: Dict[int, Domain] = {}
+        # Hashtbl.create 10 in the original: iterations (clean-up, ring scan,
+        # credit refill) go in its bucket order, which their log lines show
+        self.table: Hashtbl[int, Domain] = Hashtbl(10)
         # Domains with io_credit > 0 (maintained by Domain's credit methods):
         # the main loop serves these without looking at every domain.
         self.credited: Dict[int, Domain] = {}
@@ -185,7 +194,8 @@ class Domains:
         dom.caused_conflicts += 1
         before = dom.conflict_credit
         after = max(-1.0, before - 1.0)
-        log.debug("decr_conflict_credit dom%d %r -> %r", dom.id, before, after)
+        log.debug("decr_conflict_credit dom%d %s -> %s", dom.id, _ocaml_float(before),
+                  _ocaml_float(after))
         dom.conflict_credit = after
         limit = self.settings.conflict_burst_limit
         newly_penalised = before >= limit and after < limit
@@ -217,8 +227,8 @@ class Domains:
             d = q.popleft().dom
             before = d.conflict_credit
             d.conflict_credit = min(d.conflict_credit + 1.0, limit)
-            log.debug("incr_conflict_credit_from_queue: dom%d: %r -> %r", d.id, before,
-                      d.conflict_credit)
+            log.debug("incr_conflict_credit_from_queue: dom%d: %s -> %s", d.id,
+                      _ocaml_float(before), _ocaml_float(d.conflict_credit))
             if requeue(d.conflict_credit):
                 q.append(_Slot(d))
             return True
@@ -237,7 +247,8 @@ class Domains:
             before = dom.conflict_credit
             after = min(before + 1.0, limit)
             dom.conflict_credit = after
-            log.debug("incr_conflict_credit dom%d: %r -> %r", dom.id, before, after)
+            log.debug("incr_conflict_credit dom%d: %s -> %s", dom.id, _ocaml_float(before),
+                      _ocaml_float(after))
             if before <= 0.0 < after:
                 self.n_paused -= 1
             if before < limit <= after:

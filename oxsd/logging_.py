@@ -610,9 +610,10 @@ class NullAccessLog(AccessLog):
 # -- uncaught exceptions ------------------------------------------------------------
 
 def exn_to_string(exc: BaseException) -> str:
-    """Printexc.to_string where we know the OCaml form (`ocaml_str()`), else the Python repr."""
-    ocaml_str = getattr(exc, "ocaml_str", None)
-    return ocaml_str() if callable(ocaml_str) else repr(exc)
+    """Printexc.to_string where we know the OCaml form (KeyError is Not_found, Failure,
+    Sys_error, ...: disk.ocaml_exn_str), else the Python repr."""
+    from .disk import ocaml_exn_str  # lazy: disk imports the store
+    return ocaml_exn_str(exc)
 
 
 def fallback_exception_handler(exc: BaseException, tb: object = None) -> None:

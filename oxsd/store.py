@@ -186,14 +186,21 @@ class Node:
             return Node(node.name, Perms.Node(_INVALID_OWNER, p.other, p.acl), node.value,
                         node.children)
 
+        def children_desc(children: Mapping[str, "Node"]) -> Any:
+            # the original maps over a child Map whose order is descending by
+            # name; f logs, so the log shows that order
+            if len(children) > 1:
+                return iter(sorted(children.items(), reverse=True))
+            return iter(children.items())
+
         # Iterative post-order walk: paths may be ~1000 components deep.
         stack: List[Tuple[Node, Any, Dict[str, Node]]] = [
-            (self, iter(self.children.items()), {})]
+            (self, children_desc(self.children), {})]
         while True:
             node, it, acc = stack[-1]
             for name, child in it:
                 if child.children:
-                    stack.append((child, iter(child.children.items()), {}))
+                    stack.append((child, children_desc(child.children), {}))
                     break
                 nchild = finish(child, {})
                 if nchild.perms.owner != _INVALID_OWNER:

@@ -9,7 +9,8 @@ from .runner import Entry, Recording
 from .scenario import Scenario
 from .wire import describe, escape
 
-__all__ = ["Difference", "Comparison", "compare", "group_access_log"]
+__all__ = ["Difference", "Comparison", "compare", "group_access_log",
+           "compare_xenstored_logs", "split_xenstored_log", "XLOG_PARTS"]
 
 _CONN_FIELD = re.compile(r"^\[DATE\]  (\S*)")
 _CONN_NAME = re.compile(r"^(?:r\(\d+\):)?([AD]\d+)")
@@ -215,6 +216,108 @@ def _compare_access_logs(mode: str, la: list[str], lb: list[str],
     return out
 
 
+# xenstored-log lines whose number or place depends on timing, not on the
+# session; each kind is taken out of the in-order comparison and compared
+# in the weaker form that is deterministic on the reference:
+_XLOG_SOCKET = ("|xenstored] new connection through socket",  # accept of one client and
+                "|xenstored] closing socket connection")      # EOF of another: either order
+_XLOG_PENDING = "|xenstored] pending port "
+_XLOG_LAZY = "|xenstored] found lazy domain "
+_XLOG_PERIODIC_START = "|xenstored] periodic_ops starting"
+_XLOG_PERIODIC_END = "|xenstored] periodic_ops took "
+# the statistics report (at start-up, then every 120 s) and the ring scan's
+# result: all a periodic run logs at level info
+_XLOG_PERIODIC_INFO = re.compile(
+    r"^\[DATE\| info\|xenstored\] (Transaction conflict statistics for last |Dom\d+ caused "
+    r"|\d+ failed transactions; of these |store stat: |  con stat: |found lazy domain )")
+XLOG_PARTS = {
+    "order": "in order",
+    "sockets": "socket connections accepted/closed, counted (the accept of one client "
+               "and the EOF of another are seen in either order)",
+    "ports": "event-channel ports that had an event (a guest's notifications coalesce "
+             "depending on timing; oxsd reads every queued one at once and logs each "
+             "port once)",
+    "lazy": "lazy domains found by later ring scans (every 15 s or more: when, "
+            "depends on the run's duration)",
+}
+
+
+def _periodic_info(line: str) -> str | None:
+    """"scan", "stats" (the report's first line), "more" (its other lines) or None."""
+    m = _XLOG_PERIODIC_INFO.match(line)
+    if m is None:
+        return None
+    return {"found lazy domain ": "scan",
+            "Transaction conflict statistics for last ": "stats"}.get(m.group(1), "more")
+
+
+def split_xenstored_log(lines: list[str]) -> dict[str, list[str]]:
+    """A masked xenstored log (runner.mask_xenstored_log) as the parts that
+    are compared (XLOG_PARTS).
+
+    Periodic operations run every 15 s of idle time: the first run, at
+    start-up, stays in place; later runs (``periodic_ops starting`` ...
+    ``took`` at level debug; at info, the ring scan's lazy-domain lines and
+    the statistics report, in this order) fall wherever the wall clock puts
+    them, so only their lazy-domain lines are kept, as a sorted list."""
+    parts: dict[str, list[str]] = {key: [] for key in XLOG_PARTS}
+    periodic_runs = 0
+    in_block = False      # inside periodic_ops starting ... took (debug)
+    info_phase = None     # at info: where in a run the previous line was
+    for line in lines:
+        if _XLOG_PERIODIC_START in line:
+            periodic_runs += 1
+            in_block = True
+        elif in_block and _XLOG_PERIODIC_END in line:
+            in_block = False
+            if periodic_runs > 1:
+                continue
+        elif not in_block:
+            phase = _periodic_info(line)
+            # a run logs its lazy domains, then its report: a new run begins
+            # with a lazy line after anything but lazy lines, or with a report
+            # not right after a lazy line
+            if (phase == "scan" and info_phase != "scan"
+                    or phase == "stats" and info_phase != "scan"
+                    or phase == "more" and info_phase is None):
+                periodic_runs += 1
+            info_phase = phase
+        if any(m in line for m in _XLOG_SOCKET):
+            parts["sockets"].append(line)
+        elif _XLOG_PENDING in line:
+            parts["ports"].append(line)
+        elif periodic_runs > 1 and (in_block or info_phase is not None):
+            if _XLOG_LAZY in line:
+                parts["lazy"].append(line)
+        else:
+            parts["order"].append(line)
+    parts["sockets"].sort()
+    parts["ports"] = sorted(set(parts["ports"]))
+    parts["lazy"].sort()
+    return parts
+
+
+XLOG_DIFF_LINES = 80
+
+
+def compare_xenstored_logs(la: list[str], lb: list[str], ka: str, kb: str,
+                           level: str = "") -> list[Difference]:
+    """The xenstored logs (masked by runner.mask_xenstored_log): each part of
+    split_xenstored_log as a unified diff (headed by the log level if given)."""
+    if la == lb:
+        return []
+    pa, pb = split_xenstored_log(la), split_xenstored_log(lb)
+    out = []
+    for key, what in XLOG_PARTS.items():
+        if pa[key] != pb[key]:
+            diff = list(difflib.unified_diff(pa[key], pb[key], ka, kb, lineterm="", n=2))
+            if len(diff) > XLOG_DIFF_LINES:
+                diff = diff[:XLOG_DIFF_LINES] + [f"... (cut at {XLOG_DIFF_LINES} lines)"]
+            head = [f"(xenstored-log-level {level})"] if level else []
+            out.append(Difference(f"xenstored log: {what}", "\n".join(head + diff)))
+    return out
+
+
 def compare(scn: Scenario, a: Recording, b: Recording) -> Comparison:
     """Everything observable must be equal: per-connection transcripts, the
     access log per connection (dates masked) and its files, the tree
@@ -238,6 +341,8 @@ def compare(scn: Scenario, a: Recording, b: Recording) -> Comparison:
         if d:
             diffs.append(d)
     diffs += _compare_access_logs(scn.accesslog, a.access_log, b.access_log, a.kind, b.kind)
+    level = a.log_level if a.log_level == b.log_level else f"{a.log_level}/{b.log_level}"
+    diffs += compare_xenstored_logs(a.xenstored_log, b.xenstored_log, a.kind, b.kind, level)
     for where, xa, xb in (
             ("store after the run (full tree walk)", a.tree, b.tree),
             ("domain clean-up (event channels before the guests close, then "

@@ -57,13 +57,27 @@ class DaemonError(RuntimeError):
 class DaemonSettings:
     """What both daemons are started with (the reference launcher's knobs)."""
 
-    log_level: str = "info"
+    # xenstored-log-level of both daemons; the corpus runs at $OXSD_DIFF_LOG_LEVEL
+    # (default info, the reference launcher's default) and compares the log
+    log_level: str = field(default_factory=lambda: os.environ.get("OXSD_DIFF_LOG_LEVEL",
+                                                                  "info"))
     access_log: bool = True
     ring_scan_interval: int = 20
     extra_conf: list[str] = field(default_factory=list)  # appended config lines
     domain_init: bool = True
     extra_args: list[str] = field(default_factory=list)
     binary: str | None = None  # another oxenstored for the ``ocaml`` kind
+
+    @property
+    def effective_log_level(self) -> str:
+        """The xenstored-log-level the daemons run at: an extra config line
+        (a scenario's ``config``) comes after the launcher's and wins."""
+        level = self.log_level
+        for line in self.extra_conf:
+            key, sep, value = line.partition("=")
+            if sep and key.strip() == "xenstored-log-level":
+                level = value.strip()
+        return level
 
 
 def find_ocaml_ref() -> Path | None:
@@ -212,6 +226,25 @@ class Daemon:
         """The whole access log, rotated files included, oldest line first."""
         parts = []
         for path in self.rotated_access_logs():
+            try:
+                parts.append(path.read_text(errors="surrogateescape"))
+            except FileNotFoundError:
+                pass
+        return "".join(parts)
+
+    def rotated_logs(self) -> list[Path]:
+        """The xenstored log's files, oldest first (``.N`` ... ``.1``, then the file)."""
+        old = []
+        n = 1
+        while (p := self.log_path.with_name(f"{self.log_path.name}.{n}")).exists():
+            old.append(p)
+            n += 1
+        return old[::-1] + [self.log_path]
+
+    def xenstored_log(self) -> str:
+        """The whole xenstored (diagnostic) log, rotated files included."""
+        parts = []
+        for path in self.rotated_logs():
             try:
                 parts.append(path.read_text(errors="surrogateescape"))
             except FileNotFoundError:

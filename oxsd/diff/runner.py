@@ -29,8 +29,8 @@ from .scenario import Scenario, Step, Var
 from .wire import Packet, PacketReader, SocketConn, encode_request, escape, op_code
 
 __all__ = ["Entry", "Recording", "Endpoint", "RingEndpoint", "GuestBackend", "run_scenario",
-           "walk_tree", "final_queries", "mask_access_log", "mask_dump", "sim_ports",
-           "Runner"]
+           "walk_tree", "final_queries", "mask_access_log", "mask_xenstored_log", "mask_dump",
+           "sim_ports", "Runner"]
 
 MASKED = "<masked>"
 # nodes whose value legitimately differs between the daemons
@@ -98,6 +98,8 @@ class Recording:
     domains: list[str] = field(default_factory=list)       # domain clean-up state
     dumps: list[tuple[str, list[str]]] = field(default_factory=list)  # (when, DB dump)
     log_files: list[str] = field(default_factory=list)     # access-log files, line counts
+    xenstored_log: list[str] = field(default_factory=list)  # masked (mask_xenstored_log)
+    log_level: str = "info"                                # xenstored-log-level it ran at
 
 
 @dataclass
@@ -364,6 +366,10 @@ class Runner:
         # identity blocks it for ever): whether it exits is compared too
         rec.exit_status = self.daemon.stop(timeout=STOP_TIMEOUT)
         rec.access_log = mask_access_log(self.daemon.access_log())
+        read_log = getattr(self.daemon, "xenstored_log", None)  # test doubles have none
+        if read_log is not None:
+            rec.xenstored_log = mask_xenstored_log(read_log(), str(self.daemon.scratch))
+        rec.log_level = self.daemon.settings.effective_log_level
         rec.log_files = [f"{p.name}: {_count_lines(p)} lines"
                          for p in self.daemon.rotated_access_logs() if p.exists()]
         if self.scn.dump:
@@ -514,6 +520,65 @@ def read_dump(path: Path) -> list[str]:
 def mask_access_log(text: str) -> list[str]:
     """Access-log lines with the date replaced (the rest kept verbatim)."""
     return [_DATE.sub("[DATE]", line) for line in text.splitlines()]
+
+
+# ``[date|level|key] message``: the date is the part every line has that differs
+_XLOG_DATE = re.compile(r"^\[\d{8}T\d\d:\d\d:\d\d\.\d{3}Z\|")
+# (pattern, replacement) on the message: values that legitimately differ
+# between two daemons running the same session
+_XLOG_MASKS = [
+    # wall-clock time since the previous report (since the epoch for the first)
+    (re.compile(r"^(Transaction conflict statistics for last )\S+( seconds:)$"), r"\1<time>\2"),
+    # how long the periodic operations took
+    (re.compile(r"^(periodic_ops took )\S+( seconds\.)$"), r"\1<time>\2"),
+    # the socket connections at the report: the only one compared is at
+    # start-up, where the launcher's readiness probe may or may not have been
+    # accepted yet
+    (re.compile(r"^(  con stat: anonymous\()\d+, \d+ o, \d+ w\)"), r"\1<n>, <n> o, <n> w)"),
+]
+# messages ending in a backtrace (Printexc.get_backtrace / traceback.format_exc):
+# the text after the exception and the lines that continue it are source
+# locations of the daemon's own implementation, OCaml's or Python's
+_XLOG_BACKTRACE = re.compile(
+    r"^(process packet: .*\. |caught exception .*: )"
+    r"(?:Raised |Re-raised |Called from |Traceback \(most recent call last\):|$)")
+# statistics of the OCaml runtime itself, which oxsd does not have and does
+# not print: the Symbol weak table (its entry count depends on when the GC
+# last ran) and the GC counters
+XLOG_RUNTIME_STATS = ("|xenstored] sytbl stat: ", "|xenstored]   mem stat: ")
+
+
+def mask_xenstored_log(text: str, scratch: str = "") -> list[str]:
+    """xenstored-log lines as ``[DATE|level|key] message``, runtime values
+    masked and the OCaml runtime's statistics lines dropped.  Lines with no
+    prefix (the start-up banner, continuation lines of a multi-line message)
+    are kept as they are, except those of a backtrace.  Paths: the reference
+    sees ``SCRATCH/run`` mounted over ``/run`` and logs ``/var/run/...``; oxsd
+    logs the real path; both are written ``/var/run/...``, and the rest of the
+    scratch dir ``SCRATCH``."""
+    out = []
+    in_backtrace = False
+    for line in text.splitlines():
+        if scratch:
+            line = line.replace(scratch + "/run/", "/var/run/").replace(scratch, "SCRATCH")
+        m = _XLOG_DATE.match(line)
+        if m is None:
+            if not in_backtrace:
+                out.append(line)
+            continue
+        in_backtrace = False
+        line = "[DATE|" + line[m.end():]
+        if any(s in line for s in XLOG_RUNTIME_STATS):
+            continue
+        head, sep, msg = line.partition("] ")
+        for pattern, repl in _XLOG_MASKS:
+            msg = pattern.sub(repl, msg)
+        bt = _XLOG_BACKTRACE.match(msg)
+        if bt:
+            msg = bt.group(1) + "<backtrace>"
+            in_backtrace = True
+        out.append(head + sep + msg)
+    return out
 
 
 def walk_tree(daemon: Daemon, timeout: float = 5.0) -> list[str]:
