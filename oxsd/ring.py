@@ -149,25 +149,37 @@ class Ring:
         self._buf = buf
 
     # -- data path ------------------------------------------------------
+    def _open(self, mine: int, theirs: int) -> Tuple[memoryview, memoryview, int, int]:
+        """The page, its uint32 view, our index and how far the other side is ahead of it.
+
+        `mine` is the index this side moves (req_cons, rsp_prod), `theirs`
+        the other (req_prod, rsp_cons); both are read once, before the
+        connection field, as ml_interface_read/write do.  Raises Reconnect
+        when the guest asked for a reconnection and BadConnection when the
+        distance is over 1024.
+        """
+        page = memoryview(self._buf)
+        idx = page.cast("I")  # whole page as uint32: field k is idx[_I + k]
+        own = idx[mine]
+        other = idx[theirs]
+        if idx[_CONNECTION] != XENSTORE_CONNECTED:
+            idx.release()
+            page.release()
+            raise Reconnect()
+        distance = (other - own) & _MASK32 if mine == _REQ_CONS else (own - other) & _MASK32
+        if distance > _SIZE:
+            idx.release()
+            page.release()
+            raise BadConnection()
+        return page, idx, own, distance
+
     def read(self, n: int) -> bytes:
         """Take up to n request bytes (ml_interface_read); b"" when none are waiting.
 
         Raises Reconnect when the guest asked for a reconnection, and
         BadConnection when req_prod - req_cons > 1024.
         """
-        page = memoryview(self._buf)
-        idx = page.cast("I")  # whole page as uint32: field k is idx[_I + k]
-        cons = idx[_REQ_CONS]
-        prod = idx[_REQ_PROD]
-        if idx[_CONNECTION] != XENSTORE_CONNECTED:
-            idx.release()
-            page.release()
-            raise Reconnect()
-        avail = (prod - cons) & _MASK32
-        if avail > _SIZE:
-            idx.release()
-            page.release()
-            raise BadConnection()
+        page, idx, cons, avail = self._open(_REQ_CONS, _REQ_PROD)
         if avail == 0:
             return b""
         if avail < n:
@@ -194,19 +206,7 @@ class Ring:
         byte-wise path (a partial packet, a zero-length body, a declared
         length that cannot fit).  Reconnect / BadConnection as `read`.
         """
-        page = memoryview(self._buf)
-        idx = page.cast("I")
-        cons = idx[_REQ_CONS]
-        prod = idx[_REQ_PROD]
-        if idx[_CONNECTION] != XENSTORE_CONNECTED:
-            idx.release()
-            page.release()
-            raise Reconnect()
-        avail = (prod - cons) & _MASK32
-        if avail > _SIZE:
-            idx.release()
-            page.release()
-            raise BadConnection()
+        page, idx, cons, avail = self._open(_REQ_CONS, _REQ_PROD)
         if avail <= _HEADER_SIZE:
             return avail
         start = cons & (_SIZE - 1)
@@ -232,19 +232,7 @@ class Ring:
         Raises Reconnect when the guest asked for a reconnection, and
         BadConnection when rsp_prod - rsp_cons > 1024.
         """
-        page = memoryview(self._buf)
-        idx = page.cast("I")
-        cons = idx[_RSP_CONS]
-        prod = idx[_RSP_PROD]
-        if idx[_CONNECTION] != XENSTORE_CONNECTED:
-            idx.release()
-            page.release()
-            raise Reconnect()
-        used = (prod - cons) & _MASK32
-        if used > _SIZE:
-            idx.release()
-            page.release()
-            raise BadConnection()
+        page, idx, prod, used = self._open(_RSP_PROD, _RSP_CONS)
         space = _SIZE - used
         n = len(data)
         if space == 0 or n == 0:

@@ -22,6 +22,7 @@ from oxsd.diff.guests import SimGuests
 from oxsd.diff.runner import run_scenario
 from oxsd.diff.scenario import load, parse
 from oxsd.diff.wire import describe
+from support.patching import patch_oxsd_daemons
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 
@@ -89,22 +90,11 @@ _REORDER_EVENTS = """
 """
 
 
-def _broken_oxsd(monkeypatch, tmp_path, patch: str) -> None:
-    """Make every oxsd daemon started from now on load `patch` at start-up."""
-    site = tmp_path / "site"
-    site.mkdir()
-    body = textwrap.indent(textwrap.dedent(patch), "    ")
-    # only in the oxsd daemon (start_oxsd sets XENSTORED_RUNDIR), not in the
-    # reference launcher's helper python
-    (site / "sitecustomize.py").write_text(
-        "import os\nif os.environ.get('XENSTORED_RUNDIR'):\n" + body + "\n")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        filter(None, [str(site), os.environ.get("PYTHONPATH")])))
 
 
 def test_broken_error_code_is_caught_and_points_at_the_packet(monkeypatch, tmp_path,
                                                               ocaml_ref):
-    _broken_oxsd(monkeypatch, tmp_path, _BREAK_ERROR)
+    patch_oxsd_daemons(monkeypatch, tmp_path, _BREAK_ERROR)
     scn = parse('title probe\nconn a\na: WRITE "/x\\0v"\na: READ "/nope\\0"\n', "err.scn")
     cmp = diff_scenario(scn, ("ocaml", "oxsd"), keep_different=False)
     assert not cmp.identical
@@ -117,7 +107,7 @@ def test_broken_error_code_is_caught_and_points_at_the_packet(monkeypatch, tmp_p
 
 def test_reordered_watch_events_are_caught_and_point_at_the_packet(monkeypatch, tmp_path,
                                                                     ocaml_ref):
-    _broken_oxsd(monkeypatch, tmp_path, _REORDER_EVENTS)
+    patch_oxsd_daemons(monkeypatch, tmp_path, _REORDER_EVENTS)
     scn = parse("conn a b\n"
                 'b: WATCH "/r\\0outer\\0"\nb: WATCH "/r/x\\0inner\\0"\nquiet\n'
                 'a: WRITE "/r/x\\0v"\nquiet\n', "order.scn")
@@ -138,7 +128,7 @@ _KEEP_EVENT_CHANNEL = """
 
 
 def test_missing_domain_cleanup_is_caught(monkeypatch, tmp_path, ocaml_ref):
-    _broken_oxsd(monkeypatch, tmp_path, _KEEP_EVENT_CHANNEL)
+    patch_oxsd_daemons(monkeypatch, tmp_path, _KEEP_EVENT_CHANNEL)
     scn = parse('conn a\nguest g 5\na: INTRODUCE "5\\0" ${g.mfn} "\\0" ${g.port} "\\0"\n'
                 "quiet\nsim destroy 5\nquiet 0.3\n", "cleanup.scn")
     cmp = diff_scenario(scn, ("ocaml", "oxsd"), guests=SimGuests(), keep_different=False)

@@ -21,7 +21,6 @@ import os
 import re
 import signal
 import shutil
-import textwrap
 import time
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from oxsd.diff.daemons import DaemonSettings
 from oxsd.diff.runner import Recording, mask_xenstored_log
 from oxsd.diff.scenario import load, parse
 from oxsd.diff.wire import op_code
+from support.patching import patch_oxsd_daemons
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 LOG_SCENARIOS = sorted(SCENARIOS.glob("log_*.scn"))
@@ -240,16 +240,6 @@ def test_sighup_reopens_the_log_like_the_reference(start, ocaml_ref):
 
 # ------------------------------------------------- a broken oxsd is caught
 
-def _patched_oxsd(monkeypatch, tmp_path, patch: str) -> None:
-    """Every oxsd daemon started from now on loads `patch` (a sitecustomize.py
-    on its PYTHONPATH), never product code."""
-    site = tmp_path / "site"
-    site.mkdir()
-    body = textwrap.indent(textwrap.dedent(patch), "    ")
-    (site / "sitecustomize.py").write_text(
-        "import os\nif os.environ.get('XENSTORED_RUNDIR'):\n" + body + "\n")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        filter(None, [str(site), os.environ.get("PYTHONPATH")])))
 
 
 _REWORD_QUOTA = """
@@ -293,7 +283,7 @@ g: WRITE "q/3\\0" ""
 ], ids=["wording", "level"])
 def test_patched_log_message_is_caught(patch, ocaml_line, oxsd_line, monkeypatch, tmp_path,
                                        ocaml_ref, guest_backend):
-    _patched_oxsd(monkeypatch, tmp_path, patch)
+    patch_oxsd_daemons(monkeypatch, tmp_path, patch)
     cmp = diff_scenario(parse(_PROBE, "probe.scn"), ("ocaml", "oxsd"), guest_backend,
                         keep=True)
     try:
