@@ -149,29 +149,28 @@ class Ring:
         self._buf = buf
 
     # -- data path ------------------------------------------------------
-    def _open(self, mine: int, theirs: int) -> Tuple[memoryview, memoryview, int, int]:
-        """The page, its uint32 view, our index and how far the other side is ahead of it.
+    def _open(self, cons_slot: int, prod_slot: int
+              ) -> Tuple[memoryview, memoryview, int, int, int]:
+        """The page, its uint32 view, one ring's cons and prod, and the bytes between them.
 
-        `mine` is the index this side moves (req_cons, rsp_prod), `theirs`
-        the other (req_prod, rsp_cons); both are read once, before the
-        connection field, as ml_interface_read/write do.  Raises Reconnect
-        when the guest asked for a reconnection and BadConnection when the
-        distance is over 1024.
+        Both indexes are read once, before the connection field, as
+        ml_interface_read/write do.  Raises Reconnect when the guest asked
+        for a reconnection and BadConnection when prod - cons is over 1024.
         """
         page = memoryview(self._buf)
         idx = page.cast("I")  # whole page as uint32: field k is idx[_I + k]
-        own = idx[mine]
-        other = idx[theirs]
+        cons = idx[cons_slot]
+        prod = idx[prod_slot]
         if idx[_CONNECTION] != XENSTORE_CONNECTED:
             idx.release()
             page.release()
             raise Reconnect()
-        distance = (other - own) & _MASK32 if mine == _REQ_CONS else (own - other) & _MASK32
-        if distance > _SIZE:
+        used = (prod - cons) & _MASK32
+        if used > _SIZE:
             idx.release()
             page.release()
             raise BadConnection()
-        return page, idx, own, distance
+        return page, idx, cons, prod, used
 
     def read(self, n: int) -> bytes:
         """Take up to n request bytes (ml_interface_read); b"" when none are waiting.
@@ -179,7 +178,7 @@ class Ring:
         Raises Reconnect when the guest asked for a reconnection, and
         BadConnection when req_prod - req_cons > 1024.
         """
-        page, idx, cons, avail = self._open(_REQ_CONS, _REQ_PROD)
+        page, idx, cons, _prod, avail = self._open(_REQ_CONS, _REQ_PROD)
         if avail == 0:
             return b""
         if avail < n:
@@ -206,7 +205,7 @@ class Ring:
         byte-wise path (a partial packet, a zero-length body, a declared
         length that cannot fit).  Reconnect / BadConnection as `read`.
         """
-        page, idx, cons, avail = self._open(_REQ_CONS, _REQ_PROD)
+        page, idx, cons, _prod, avail = self._open(_REQ_CONS, _REQ_PROD)
         if avail <= _HEADER_SIZE:
             return avail
         start = cons & (_SIZE - 1)
@@ -232,7 +231,7 @@ class Ring:
         Raises Reconnect when the guest asked for a reconnection, and
         BadConnection when rsp_prod - rsp_cons > 1024.
         """
-        page, idx, prod, used = self._open(_RSP_PROD, _RSP_CONS)
+        page, idx, _cons, prod, used = self._open(_RSP_CONS, _RSP_PROD)
         space = _SIZE - used
         n = len(data)
         if space == 0 or n == 0:
