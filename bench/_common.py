@@ -8,6 +8,7 @@ and received.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import struct
@@ -152,6 +153,27 @@ def print_table(title: str, kinds: list[str], results: dict,
 
 
 OPS_BY_DEPTH = [(name, depth) for name in ("WRITE", "READ") for depth in (1, 8)]
+
+
+def throughput_main(doc: str, default_n: int, transport: str,
+                    bench_kind: Callable[[str, argparse.Namespace], "dict | str"],
+                    argv: Optional[list[str]]) -> int:
+    """The command line and table of a WRITE/READ throughput bench (socket, ring)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("-n", type=int, default=default_n,
+                    help=f"requests per measurement ({default_n})")
+    ap.add_argument("--max-seconds", type=float, default=30.0,
+                    help="cut a measurement short after this long (30)")
+    ap.add_argument("--no-access-log", action="store_true",
+                    help="start both daemons with --no-access-log")
+    ap.add_argument("--kinds", default="ocaml,oxsd")
+    args = ap.parse_args(argv)
+    kinds = args.kinds.split(",")
+    results = {kind: bench_kind(kind, args) for kind in kinds}
+    print_table(f"{transport}, {args.n} requests per row, keys cycled over {KEYS} nodes, "
+                f"access log {'off' if args.no_access_log else 'on'}", kinds, results,
+                OPS_BY_DEPTH)
+    return 0 if all(isinstance(r, dict) for r in results.values()) else 1
 
 
 class GuestFactory:

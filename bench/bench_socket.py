@@ -12,13 +12,12 @@ oxsd/ocaml.  Bounded: N requests per measurement, and at most --max-seconds.
 """
 from __future__ import annotations
 
-import argparse
 import socket
 import sys
 import time
 
-from _common import (KEYS, OPS_BY_DEPTH, XS_READ, XS_WRITE, DaemonError, DaemonSettings,
-                     measure, print_table, pump, requests, start, stop)
+from _common import (KEYS, XS_READ, XS_WRITE, DaemonError, DaemonSettings,
+                     measure, pump, requests, start, stop, throughput_main)
 
 
 def socket_io(sock: socket.socket):
@@ -54,19 +53,7 @@ def bench_kind(kind: str, args) -> dict | str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("-n", type=int, default=20000, help="requests per measurement (20000)")
-    ap.add_argument("--max-seconds", type=float, default=30.0,
-                    help="cut a measurement short after this long (30)")
-    ap.add_argument("--no-access-log", action="store_true",
-                    help="start both daemons with --no-access-log")
-    ap.add_argument("--kinds", default="ocaml,oxsd")
-    args = ap.parse_args(argv)
-    kinds = args.kinds.split(",")
-    results = {kind: bench_kind(kind, args) for kind in kinds}
-    print_table(f"unix socket, {args.n} requests per row, keys cycled over {KEYS} nodes, "
-                f"access log {'off' if args.no_access_log else 'on'}", kinds, results, OPS_BY_DEPTH)
-    return 0 if all(isinstance(r, dict) for r in results.values()) else 1
+    return throughput_main(__doc__, 20000, "unix socket", bench_kind, argv)
 
 
 if __name__ == "__main__":
