@@ -49,6 +49,27 @@ _OVERRIDDEN = ("pid-file", "xenstored-log-", "access-log-", "ring-scan-interval"
                "xenstored-kva", "xenstored-port", "persistent")
 
 
+def _rotated_files(path: Path) -> list[Path]:
+    """A log file's rotated copies, oldest first (``.N`` ... ``.1``), then the file itself."""
+    old = []
+    n = 1
+    while (p := path.with_name(f"{path.name}.{n}")).exists():
+        old.append(p)
+        n += 1
+    return old[::-1] + [path]
+
+
+def _read_all(paths: list[Path]) -> str:
+    """The files' text joined (bytes kept as surrogates); a missing file reads as empty."""
+    parts = []
+    for path in paths:
+        try:
+            parts.append(path.read_text(errors="surrogateescape"))
+        except FileNotFoundError:
+            pass
+    return "".join(parts)
+
+
 class DaemonError(RuntimeError):
     """A daemon could not be started (message includes its output tail)."""
 
@@ -215,41 +236,19 @@ class Daemon:
 
     def rotated_access_logs(self) -> list[Path]:
         """The access log's files, oldest first (``.N`` ... ``.1``, then the file)."""
-        old = []
-        n = 1
-        while (p := self.access_log_path.with_name(f"{self.access_log_path.name}.{n}")).exists():
-            old.append(p)
-            n += 1
-        return old[::-1] + [self.access_log_path]
+        return _rotated_files(self.access_log_path)
 
     def access_log(self) -> str:
         """The whole access log, rotated files included, oldest line first."""
-        parts = []
-        for path in self.rotated_access_logs():
-            try:
-                parts.append(path.read_text(errors="surrogateescape"))
-            except FileNotFoundError:
-                pass
-        return "".join(parts)
+        return _read_all(self.rotated_access_logs())
 
     def rotated_logs(self) -> list[Path]:
         """The xenstored log's files, oldest first (``.N`` ... ``.1``, then the file)."""
-        old = []
-        n = 1
-        while (p := self.log_path.with_name(f"{self.log_path.name}.{n}")).exists():
-            old.append(p)
-            n += 1
-        return old[::-1] + [self.log_path]
+        return _rotated_files(self.log_path)
 
     def xenstored_log(self) -> str:
         """The whole xenstored (diagnostic) log, rotated files included."""
-        parts = []
-        for path in self.rotated_logs():
-            try:
-                parts.append(path.read_text(errors="surrogateescape"))
-            except FileNotFoundError:
-                pass
-        return "".join(parts)
+        return _read_all(self.rotated_logs())
 
     def stop(self, timeout: float = 5.0) -> int | None:
         """SIGTERM, then SIGKILL if it has not exited in time.  Returns the

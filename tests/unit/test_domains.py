@@ -1,7 +1,6 @@
 """Domain and Domains (domain.ml, domains.ml): ports, io credit, clean-up, conflict credit."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 import pytest
@@ -11,6 +10,7 @@ from oxsd.define import InvalidArgument
 from oxsd.domain import INVALID_PORTS, Domain, PortPair
 from oxsd.domains import Domains
 from oxsd.event import Event
+from support.fakes import Info
 
 
 class FakeHandle:
@@ -57,13 +57,6 @@ class FakePage:
 
     def close(self) -> None:
         self.closed = True
-
-
-@dataclass
-class Info:
-    shutdown: bool = False
-    dying: bool = False
-    shutdown_code: int = 0
 
 
 class FakeHv:

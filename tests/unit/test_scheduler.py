@@ -19,6 +19,7 @@ from oxsd.domains import Domains
 from oxsd.event import Event
 from oxsd.scheduler import (CREDIT_POLL_INTERVAL, CREDIT_POLL_MAX, PERIOD_OPS_INTERVAL,
                              EVTCHN_BATCH, RING_BATCH, Scheduler, _ocaml_float)
+from support.fakes import Info
 
 
 # -- fakes --------------------------------------------------------------------
@@ -50,13 +51,6 @@ class FakeHandle:
 
     def unmask(self, port: int) -> None:
         self.unmasked.append(port)
-
-
-@dataclass
-class Info:
-    shutdown: bool = False
-    dying: bool = False
-    shutdown_code: int = 0
 
 
 class FakeHv:
