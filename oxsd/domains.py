@@ -16,18 +16,13 @@ from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Tu
 from .define import InvalidArgument
 from .domain import Domain
 from .ocaml_hashtbl import Hashtbl
+from .utils import format_float
 
 if TYPE_CHECKING:
     from .config import Settings
     from .event import Event
 
 log = logging.getLogger("oxsd.domains")
-
-
-def _ocaml_float(x: float) -> str:
-    """OCaml's %F (the credit log lines): %.12g, plus a '.' when that shows no '.' or exponent."""
-    s = "%.12g" % x
-    return s if any(c in s for c in ".eEni") else s + "."
 
 
 class _Slot:
@@ -194,8 +189,8 @@ class Domains:
         dom.caused_conflicts += 1
         before = dom.conflict_credit
         after = max(-1.0, before - 1.0)
-        log.debug("decr_conflict_credit dom%d %s -> %s", dom.id, _ocaml_float(before),
-                  _ocaml_float(after))
+        log.debug("decr_conflict_credit dom%d %s -> %s", dom.id, format_float(before),
+                  format_float(after))
         dom.conflict_credit = after
         limit = self.settings.conflict_burst_limit
         newly_penalised = before >= limit and after < limit
@@ -228,7 +223,7 @@ class Domains:
             before = d.conflict_credit
             d.conflict_credit = min(d.conflict_credit + 1.0, limit)
             log.debug("incr_conflict_credit_from_queue: dom%d: %s -> %s", d.id,
-                      _ocaml_float(before), _ocaml_float(d.conflict_credit))
+                      format_float(before), format_float(d.conflict_credit))
             if requeue(d.conflict_credit):
                 q.append(_Slot(d))
             return True
@@ -247,8 +242,8 @@ class Domains:
             before = dom.conflict_credit
             after = min(before + 1.0, limit)
             dom.conflict_credit = after
-            log.debug("incr_conflict_credit dom%d: %s -> %s", dom.id, _ocaml_float(before),
-                      _ocaml_float(after))
+            log.debug("incr_conflict_credit dom%d: %s -> %s", dom.id, format_float(before),
+                      format_float(after))
             if before <= 0.0 < after:
                 self.n_paused -= 1
             if before < limit <= after:

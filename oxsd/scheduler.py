@@ -46,6 +46,7 @@ import time
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional
 
 from .store import Path
+from .utils import format_float
 from .xb.xb import PEEK_DATA, PEEK_EOF, EndOfFile
 
 if TYPE_CHECKING:
@@ -488,7 +489,7 @@ class Scheduler:
         if now > self.last_stat_time + 120.0:
             self.log_statistics(now)
         elapsed = self.clock() - now
-        log.debug("periodic_ops took %s seconds.", _ocaml_float(elapsed))
+        log.debug("periodic_ops took %s seconds.", format_float(elapsed))
         if self.quit:
             for con in self.cons.prevents_quit():
                 log.warning("%s prevents live update", con.domstr)
@@ -496,7 +497,7 @@ class Scheduler:
 
     def log_statistics(self, now: float) -> None:
         log.info("Transaction conflict statistics for last %s seconds:",
-                 _ocaml_float(now - self.last_stat_time))
+                 format_float(now - self.last_stat_time))
         self.last_stat_time = now
         if self.doms is not None:
             for dom in self.doms.iter():
@@ -520,9 +521,3 @@ def _release_output(con: "Connection") -> None:
 def _strerror(e: OSError) -> str:
     import os
     return e.strerror or os.strerror(e.errno or 0)
-
-
-def _ocaml_float(x: float) -> str:
-    """OCaml's %F: %.12g, with a '.' added when that shows neither '.' nor an exponent."""
-    s = "%.12g" % x
-    return s if any(c in s for c in ".eEni") else s + "."

@@ -31,7 +31,7 @@ from typing import Callable, Iterable, List, Sequence, Tuple, TypeVar
 from .define import Failure, IntOfStringFailure, InvalidPath
 
 __all__ = [
-    "int_of_string", "nativeint_of_string", "c_int_of_string", "format_u",
+    "int_of_string", "nativeint_of_string", "c_int_of_string", "format_u", "format_float",
     "ocaml_escaped", "hexify", "unhexify", "trim_path", "join_by_null",
     "get_hierarchy", "list_remove", "filter_out", "filter_in", "path_validate",
     "create_unix_socket", "read_file_single_integer",
@@ -138,6 +138,12 @@ def c_int_of_string(s: str | bytes) -> int:
 def format_u(v: int) -> str:
     """`Printf "%u"` of an OCaml int: negative values print as v + 2^63."""
     return str(v % (1 << 63))
+
+
+def format_float(x: float) -> str:
+    """`Printf "%F"`: %.12g, with a '.' added when that shows neither '.' nor an exponent."""
+    s = "%.12g" % x
+    return s if any(c in s for c in ".eEni") else s + "."
 
 
 # -- OCaml String.escaped ---------------------------------------------------

@@ -18,7 +18,7 @@ from oxsd.domain import Domain
 from oxsd.domains import Domains
 from oxsd.event import Event
 from oxsd.scheduler import (CREDIT_POLL_INTERVAL, CREDIT_POLL_MAX, PERIOD_OPS_INTERVAL,
-                             EVTCHN_BATCH, RING_BATCH, Scheduler, _ocaml_float)
+                             EVTCHN_BATCH, RING_BATCH, Scheduler)
 from support.fakes import Info
 
 
@@ -482,13 +482,6 @@ def test_statistics_are_logged_at_most_every_120_seconds(env, caplog):
     assert caplog.text.count("Transaction conflict statistics for last") == 2
     assert "Transaction conflict statistics for last 120.5 seconds:" in caplog.text
     assert "store stat: nodes(6) t-abort(0) t-coalesce(0)" in caplog.text
-
-
-def test_ocaml_float_is_printf_percent_capital_f():
-    assert _ocaml_float(1795592004.0197546) == "1795592004.02"  # %.12g
-    assert _ocaml_float(0.00014686584472656) == "0.000146865844727"
-    assert _ocaml_float(120.0) == "120."
-    assert _ocaml_float(1e-05) == "1e-05"
 
 
 # -- the poll timeout (domains.md §8.1 step 3) ------------------------------------------

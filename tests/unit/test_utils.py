@@ -199,3 +199,11 @@ def test_create_unix_socket_makes_missing_dirs_0700(tmp_path):
     sock = U.create_unix_socket(name)
     sock.close()
     assert os.stat(str(tmp_path / "a" / "b")).st_mode & 0o777 == 0o700
+
+
+def test_format_float_is_printf_percent_capital_f():
+    assert U.format_float(1795592004.0197546) == "1795592004.02"  # %.12g
+    assert U.format_float(0.00014686584472656) == "0.000146865844727"
+    assert U.format_float(120.0) == "120."
+    assert U.format_float(1.0) == "1." and U.format_float(-1.0) == "-1."
+    assert U.format_float(1e-05) == "1e-05"
