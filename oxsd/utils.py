@@ -28,6 +28,7 @@ import re
 import socket
 from typing import Callable, Iterable, List, Sequence, Tuple, TypeVar
 
+from . import stdext as Stdext
 from .define import Failure, IntOfStringFailure, InvalidPath
 
 __all__ = [
@@ -275,12 +276,13 @@ def path_validate(path: str, connection_path: str, path_max: int) -> str:
 
 
 def create_unix_socket(name: str) -> socket.socket:
-    """Remove any old file, create its directory (0700), bind and listen(1)."""
-    try:
-        os.unlink(name)
-    except OSError:
-        pass
-    _mkdir_rec(os.path.dirname(name), 0o700)
+    """Remove any old file, create its directory (0700), bind and listen(1).
+
+    As Unixext: every unlink error is ignored and mkdir ignores only
+    "already exists", so a file in the way makes bind fail, as in the original.
+    """
+    Stdext.unlink_safe(name)
+    Stdext.mkdir_rec(Stdext.ocaml_dirname(name), 0o700)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(name)
@@ -289,17 +291,6 @@ def create_unix_socket(name: str) -> socket.socket:
         sock.close()
         raise
     return sock
-
-
-def _mkdir_rec(d: str, mode: int) -> None:
-    parent = os.path.dirname(d)
-    if parent not in ("/", ".", "") and parent != d:
-        _mkdir_rec(parent, mode)
-    if d:
-        try:
-            os.mkdir(d, mode)
-        except FileExistsError:
-            pass
 
 
 def read_file_single_integer(filename: str) -> int:

@@ -16,6 +16,7 @@ from typing import List, Optional, Tuple
 
 from . import paths as Paths
 from . import perms as Perms
+from . import utils as Utils
 from .config import Settings
 from .connections import Connections
 from .history import History
@@ -35,15 +36,8 @@ def config_filename(cf: CmdLine) -> str:
 
 
 def create_unix_socket(path: str) -> socket.socket:
-    """Remove any old socket file, mkdir -p its directory (0700), bind and listen(1)."""
-    from . import stdext as Stdext
-    # As Unixext: every unlink error ignored, mkdir ignores only EEXIST (a
-    # file in the way then makes bind fail, as in the original).
-    Stdext.unlink_safe(path)
-    Stdext.mkdir_rec(Stdext.ocaml_dirname(path), 0o700)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.bind(path)
-    sock.listen(1)
+    """Utils.create_unix_socket, non-blocking (the loop accepts until EAGAIN)."""
+    sock = Utils.create_unix_socket(path)
     sock.setblocking(False)
     return sock
 
@@ -141,7 +135,7 @@ def config_test(cf: CmdLine) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     from . import db as DB
-    from .logging_ import AccessLog, setup_xenstored_log
+    from .logging_ import AccessLog
     from . import stdext as Stdext
     from . import systemd as Systemd
 
