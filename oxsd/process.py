@@ -16,6 +16,7 @@ import os
 import sys
 import time
 import traceback
+from time import perf_counter_ns
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 
@@ -27,6 +28,7 @@ from .connection import Connection
 from .history import History, HistoryRecord
 from .logging_ import exn_to_string
 from .packet import Ack, Error, Reply, Request, Response, response_equal
+from .stats import STATS_COMMAND, DaemonStats, snapshot_json
 from .store import Path
 from .transaction import Transaction
 from .xb.op import Op
@@ -123,6 +125,7 @@ class Process:
         self.disk_write: Optional[Callable[["Store"], None]] = None
         # -T FILE: an object with packet_in(con, pkt) / packet_out(con, pkt), or None.
         self.trace = None
+        self.stats = DaemonStats()
         self._simple: Dict[Op, Tuple[int, Callable]] = {
             Op.DIRECTORY: (DATA, self.do_directory),
             Op.READ: (DATA, self.do_read),
@@ -215,6 +218,8 @@ class Process:
             return t.get_store().quota.to_string(domid).encode("latin-1") + b"\0"
         if cmd == b"watches":
             return self.cons.debug().encode("latin-1") + b"\0"
+        if cmd == STATS_COMMAND and con.is_dom0():  # oxsd's own; others get the unknown's OK
+            return snapshot_json(self.cons, self.store, self.settings, self.stats)
         if cmd == b"xenbus" and len(args) >= 2:
             domid = Utils.int_of_string(args[1].decode("latin-1"))
             c = self.cons.find_domain(domid)
@@ -668,9 +673,25 @@ class Process:
             return
         if self.trace is not None:
             self.trace.packet_in(con, packet)
+        started = perf_counter_ns()
         self.process_packet(con, packet)
+        self._count_request(con, packet, perf_counter_ns() - started)
         self.access_log.xb_op(packet.tid, con.domstr, packet.ty, packet.data)
         con.stat_nb_ops += 1
+
+    def _count_request(self, con: Connection, packet: Request, ns: int) -> None:
+        """oxsd-top's counters: a few additions; the slow-request heap only past its floor."""
+        st = con.counters
+        st.serve_ns += ns
+        st.by_op[packet.ty] += 1
+        data = packet.data
+        st.bytes_in += 16 + len(data)
+        ds = self.stats
+        if ns > ds.slow_floor:
+            ds.record_slow(ns, packet.ty, data, con.domstr)
+        ds.sample_left -= 1
+        if not ds.sample_left:
+            ds.sample_path(data)
 
     def do_output(self, con: Connection, nowait: bool = False) -> None:
         """Flush the source pipe, access-log the head packet, write one packet."""
@@ -681,8 +702,13 @@ class Process:
         if queued:  # has_new_output: log the head (even behind a half-written packet)
             pkt = queued[0]
             self.access_log.xb_answer(pkt.tid, con.domstr, pkt.ty, pkt.data)
-            if self.trace is not None and not xb.has_old_output():
-                self.trace.packet_out(con, pkt)
+            if not xb.has_old_output():  # the head is the packet written now
+                st = con.counters
+                st.bytes_out += 16 + len(pkt.data)
+                if pkt.ty is Op.WATCH_EVENT:
+                    st.events_sent += 1
+                if self.trace is not None:
+                    self.trace.packet_out(con, pkt)
         elif not xb.has_old_output():
             return  # no output at all
         try:

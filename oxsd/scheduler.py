@@ -478,6 +478,7 @@ class Scheduler:
             n = 32 + 2 * self.doms.number()
             log.info("found lazy domain %d, credit %d", dom.id, n)
             dom.set_io_credit(n)
+            con.counters.lazy_found += 1
 
     def periodic_ops(self, now: float) -> None:
         log.debug("periodic_ops starting")
