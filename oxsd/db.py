@@ -1,6 +1,6 @@
 """The live-update DB dump `$xenstored-dump-format` (port of xenstored.ml's module DB).
 
-persistence.md §1-2.  The dump is text, one comma-separated record per
+xenstored.ml: DB.  The dump is text, one comma-separated record per
 line, byte-compatible with oxenstored 4.17 in both directions:
 
     $xenstored-dump-format

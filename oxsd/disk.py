@@ -1,6 +1,6 @@
 """The `persistent` option and the legacy text dump on disk (port of disk.ml).
 
-persistence.md §3-4.  With `persistent = true` the original writes the
+disk.ml.  With `persistent = true` the original writes the
 legacy `Store.dump` text (one `<parent>/<name>{<perms>}[ = <value>]` line
 per node) to `<run dir>/db#` after every committed transaction that had
 writes, then renames it to `<run dir>/db` (`write`).  On a normal start it

@@ -1,6 +1,6 @@
 """The xenstored log and the access log (port of logging.ml).
 
-Goals: the same bytes in the same files as oxenstored (logging.md), and an
+Goals: the same bytes in the same files as oxenstored (logging.ml), and an
 access log cheap enough for the request path.
 
 **Loggers.**  A `FileLogger` or `SyslogLogger` does the writing
@@ -164,7 +164,7 @@ class _DateCache:
         return self.head + _MS[int(1000.0 * (t - sec))]
 
 
-# string_of_date(t=None): UTC `YYYYMMDDTHH:MM:SS.mmmZ`, milliseconds truncated (logging.md §1.4).
+# string_of_date(t=None): UTC `YYYYMMDDTHH:MM:SS.mmmZ`, milliseconds truncated (logging.ml: string_of_date).
 string_of_date = _DateCache()
 
 

@@ -736,7 +736,7 @@ class LiveUpdateError(Exception):
 
 
 class LiveUpdate:
-    """The XS_CONTROL live-update state machine (control.md §3)."""
+    """The XS_CONTROL live-update state machine (process.ml: LiveUpdate)."""
 
     def __init__(self, binary: str, cmdline: List[str], clock=time.time,
                  interpreter_args: Tuple[str, ...] = ()) -> None:

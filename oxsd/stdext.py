@@ -2,14 +2,14 @@
 
 * `split(data, sep, limit)` — `Stdext.String.split ?limit`: cut at each
   separator left to right until `limit` pieces exist, the last piece keeps
-  the rest; `limit <= 0` means no limit (protocol.md §3).
+  the rest; `limit <= 0` means no limit (process.ml: split).
 * `unlink_safe`, `mkdir_safe`, `mkdir_rec` — as `Unixext`; `mkdir_rec` walks
   up with OCaml's `Filename.dirname` rules and ignores only EEXIST.
 * `pidfile_write(path)` — `"<pid>\\n"`, O_WRONLY|O_CREAT|O_TRUNC, mode 0640;
-  errors raise (the caller decides whether they matter, cli.md §2 step 7).
+  errors raise (the caller decides whether they matter, xenstored.ml: main (its pidfile_write)).
 * `raise_nofile_limit()` — poll.ml's module initialisation: RLIMIT_NOFILE
   soft and hard to `/proc/sys/fs/nr_open` (1048576 if unreadable).  The
-  original dies when that fails; here failure is ignored (cli.md §6), after
+  original dies when that fails; here failure is ignored (poll.ml: get_sys_fs_nr_open), after
   a best-effort raise of the soft limit to the hard one.
 * `daemonize(keep, ready)` — detach with python-daemon's `DaemonContext`
   (fork, setsid, fork; stdin/stdout/stderr on /dev/null; every other

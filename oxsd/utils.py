@@ -2,7 +2,7 @@
 
 The OCaml daemon relies on a few standard-library behaviours that are
 observable on the wire or in logs; they are ported here so every module
-parses and prints the same way (protocol.md §7, logging.md §3.1):
+parses and prints the same way (OCaml int_of_string, logging.ml: access_logging):
 
 * `int_of_string` — OCaml `int_of_string` (63-bit, `0x`/`0o`/`0b`/`0u`
   prefixes, `_` separators, wrap-around with a prefix); raises

@@ -1,11 +1,11 @@
 """The hypervisor interface (port of the parts of libs/xc the daemon uses) and its Xen backend.
 
-`Hypervisor` bundles everything oxenstored asks of Xen (domains.md §1):
+`Hypervisor` bundles everything oxenstored asks of Xen (domains.ml: init):
 event-channel handles, mapping a guest's ring page, domain state, and
 dom0's own ring (`xenstored-kva` page, `xenstored-port` file).
 `open_backend(sim_dir)` is `Xenctrl.interface_open`: it returns the real
 backend (`XenHypervisor`) or, given a sim dir, the simulated one
-(`oxsd.sim.hv.SimHypervisor`, spec/sim.md).  Like the original, open it at
+(`oxsd.sim.hv.SimHypervisor`, oxsd/sim/layout.py).  Like the original, open it at
 program start and treat a failure as fatal.
 
 Real backend choices:
@@ -83,7 +83,7 @@ _OCAML_INT = re.compile(r"[+-]?(?:0[xX][0-9a-fA-F][0-9a-fA-F_]*|0[oO][0-7][0-7_]
 
 
 def _int_of_string(s: str) -> int:
-    """OCaml's int_of_string (protocol.md §7): no whitespace, 63-bit, prefixed values wrap."""
+    """OCaml's int_of_string: no whitespace, 63-bit, prefixed values wrap."""
     if not _OCAML_INT.fullmatch(s):
         raise ValueError("int_of_string")
     neg = s[0] == "-"

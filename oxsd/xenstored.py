@@ -1,6 +1,6 @@
 """Start-up, shutdown and signals of the daemon (port of xenstored.ml's main).
 
-The original's long `main` is split into the start-up steps of cli.md §2,
+The original's long `main` is split into the start-up steps of xenstored.ml: main,
 each a small function, and the loop itself lives in `scheduler.py`.
 """
 from __future__ import annotations
@@ -239,7 +239,7 @@ class Daemon:
 
 def build_daemon(cf: CmdLine, settings: Settings, listen_sock: Optional[socket.socket],
                  argv: List[str]) -> Daemon:
-    """Steps 8-12 of cli.md §2: store, logs, specials, restore or domains + dom0's ring, /tool."""
+    """Steps 8-12 of xenstored.ml: main: store, logs, specials, restore or domains + dom0's ring, /tool."""
     from . import db as DB
     from . import disk as Disk
     from .logging_ import AccessLog, setup_xenstored_log

@@ -127,13 +127,13 @@ def format_recording(rec: Recording) -> str:
     return "\n".join(out)
 
 
-_SPEC_FILE = re.compile(r"\b([a-z]+)\.md\b")
+_SPEC_FILE = re.compile(r"\b([a-z_]+\.(?:ml|c))\b")
 _SENDING = ("request", "send", "raw")
 
 
 def corpus_table(scenarios: list[Scenario]) -> str:
-    """Each scenario (requests sent, guests, spec files), then totals per spec
-    file: the corpus size by area."""
+    """Each scenario (requests sent, guests, the OCaml source files its spec
+    line cites), then totals per source file: the corpus size by area."""
     out = [f"{'scenario':<26} {'requests':>8} {'guests':>6}  spec areas"]
     areas: Counter = Counter()
     area_requests: Counter = Counter()
@@ -150,7 +150,7 @@ def corpus_table(scenarios: list[Scenario]) -> str:
     out.append("")
     out.append(f"{'spec area':<26} {'scenarios':>9} {'requests':>9}")
     for area, count in sorted(areas.items(), key=lambda kv: (-kv[1], kv[0])):
-        out.append(f"{area + '.md':<26} {count:>9} {area_requests[area]:>9}")
+        out.append(f"{area:<26} {count:>9} {area_requests[area]:>9}")
     guests = sum(1 for scn in scenarios if scn.needs_guests)
     out.append(f"{len(scenarios)} scenarios ({guests} with ring guests), {total} requests")
     return "\n".join(out)

@@ -1,4 +1,4 @@
-"""Simulated hypervisor (sim dir contract, spec/sim.md): daemon-side backend and guest tooling.
+"""Simulated hypervisor (sim dir contract, oxsd/sim/layout.py): daemon-side backend and guest tooling.
 
 Modules:
   layout  the sim dir contract: paths, port files, atomic rewrites, link(2) allocation

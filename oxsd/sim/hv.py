@@ -1,4 +1,4 @@
-"""The daemon side of the simulated hypervisor (spec/sim.md): oxsd's twin of the fake C libraries.
+"""The daemon side of the simulated hypervisor (oxsd/sim/layout.py): oxsd's twin of the fake C libraries.
 
 `SimEventChannel` follows fakelibs/xenevtchn_fake.c and `SimHypervisor`
 follows fakelibs/xenctrl_fake.c, so that oxsd on a sim dir behaves like the

@@ -1,4 +1,4 @@
-"""xenstored log and access log: formats, levels, truncation, rotation, syslog (logging.md)."""
+"""xenstored log and access log: formats, levels, truncation, rotation, syslog (logging.ml)."""
 from __future__ import annotations
 
 import logging

@@ -1,5 +1,5 @@
 """oxsd.sim: the daemon-side sim backend against the reference guest side (xensim.py), and
-oxsd's own sim tooling against the contract (spec/sim.md)."""
+oxsd's own sim tooling against the contract (oxsd/sim/layout.py)."""
 from __future__ import annotations
 
 import errno

@@ -7,7 +7,7 @@ import pytest
 from oxsd import utils as U
 from oxsd.define import Failure, IntOfStringFailure, InvalidPath
 
-# -- int_of_string (protocol.md §7) ------------------------------------------
+# -- int_of_string (OCaml int_of_string) ------------------------------------------
 
 
 @pytest.mark.parametrize("s,v", [
@@ -79,7 +79,7 @@ def test_format_u_prints_negative_as_plus_2_pow_63():
     assert U.format_u(-2**62) == str(2**62)
 
 
-# -- String.escaped (logging.md §3.1) ----------------------------------------
+# -- String.escaped (logging.ml: access_logging) ----------------------------------------
 
 def test_ocaml_escaped_specials_and_decimal_escapes():
     assert U.ocaml_escaped(b'a"b\\c\nd\te\rf\bg') == 'a\\"b\\\\c\\nd\\te\\rf\\bg'
@@ -89,7 +89,7 @@ def test_ocaml_escaped_specials_and_decimal_escapes():
     assert U.ocaml_escaped(b"") == ""
 
 
-# -- hexify / unhexify (persistence.md §1) -----------------------------------
+# -- hexify / unhexify (xenstored.ml: DB.to_channel) -----------------------------------
 
 def test_hexify_is_lowercase_two_digits_per_byte():
     assert U.hexify(b"/\x00\xff") == "2f00ff"
@@ -137,7 +137,7 @@ def test_filter_in_and_out():
     assert U.filter_in([1, 2], [1, 2, 3, 1]) == [1, 2, 1]
 
 
-# -- path_validate (store.md §2.1) -------------------------------------------
+# -- path_validate (store.ml: Path.create) -------------------------------------------
 
 @pytest.mark.parametrize("path,counted", [
     ("/local/domain/5/x", 1), ("/local/domain/05/x", 1), ("/local/domain/1_2/x", 1),
