@@ -24,9 +24,11 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from .accesslog import import_access_log
 from .compare import Comparison, compare
 from .daemons import KINDS, DaemonError, DaemonSettings, make_scratch, start_daemon
 from .guests import SimGuests
+from .proxy import serve
 from .runner import GuestBackend, Recording, run_scenario
 from .scenario import Scenario, ScenarioError, load
 from .wire import describe, escape
@@ -166,7 +168,6 @@ def _record_main(argv: list[str]) -> int:
     ap.add_argument("--upstream", required=True, help="the daemon's socket")
     ap.add_argument("-o", "--output", required=True, help="scenario file to write")
     args = ap.parse_args(argv)
-    from .proxy import serve  # lazy: proxy imports oxsd.trace, which imports this package
     return serve(args.listen, args.upstream, args.output)
 
 
@@ -177,7 +178,6 @@ def _import_main(argv: list[str]) -> int:
     ap.add_argument("logfile")
     ap.add_argument("-o", "--output", help="scenario file to write (default: stdout)")
     args = ap.parse_args(argv)
-    from .accesslog import import_access_log
     text = import_access_log(Path(args.logfile).read_text(errors="surrogateescape"),
                              source=args.logfile)
     if args.output is None:
