@@ -28,6 +28,8 @@ import os
 import sys
 from typing import Callable, Iterable, List, Optional, Union
 
+from .ocaml_int import int_of_string
+
 __all__ = ["split", "startswith", "unlink_safe", "mkdir_safe", "mkdir_rec", "ocaml_dirname",
            "pidfile_write", "read_nr_open", "raise_nofile_limit", "daemonize"]
 
@@ -103,7 +105,6 @@ def pidfile_write(filename: str) -> None:
 
 def read_nr_open(path: str = NR_OPEN_FILE) -> int:
     """The first line of /proc/sys/fs/nr_open as an OCaml int, 1048576 on any failure."""
-    from .utils import int_of_string
     try:
         with open(path, "rb") as f:
             line = f.readline().rstrip(b"\n")

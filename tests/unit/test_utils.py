@@ -37,6 +37,27 @@ def test_int_of_string_rejects_with_failure_int_of_string(s):
     assert ei.value.msg == "int_of_string"
 
 
+@pytest.mark.parametrize("s,v", [
+    # OCaml 63-bit ints: max_int = 0x3fffffffffffffff, min_int = -0x4000000000000000
+    ("0x3fffffffffffffff", 2**62 - 1), ("-0x4000000000000000", -2**62),
+    ("0x4000000000000000", -2**62), ("-0x4000000000000001", 2**62 - 1),
+    ("-0x7fffffffffffffff", 1), ("-0b1", -1), ("-0o1", -1), ("-0u4611686018427387904", -2**62),
+])
+def test_int_of_string_prefixed_values_wrap_like_ocaml(s, v):
+    # parse_intnat negates the unsigned value, then Val_long keeps 63 bits:
+    # "-0x4000000000000000" is min_int (not 2**62, which is no OCaml int)
+    assert U.int_of_string(s) == v
+    assert -2**62 <= v <= 2**62 - 1
+
+
+def test_one_int_parser_everywhere():
+    from oxsd import hypervisor, ocaml_int, stdext
+    assert U.int_of_string is ocaml_int.int_of_string is stdext.int_of_string
+    assert hypervisor.int_of_string is ocaml_int.int_of_string
+    assert hypervisor.parse_port_file(b"-0x4000000000000000") == ocaml_int.MIN_INT
+    assert (ocaml_int.MIN_INT, ocaml_int.MAX_INT) == (-0x4000000000000000, 0x3fffffffffffffff)
+
+
 def test_int_of_string_takes_bytes_too():
     assert U.int_of_string(b"12") == 12
 
