@@ -101,7 +101,7 @@ def load_settings(cf: CmdLine) -> Settings:
 
 def open_hypervisor(cf: CmdLine):
     """The hypervisor backend: the simulation with --sim, else /dev/xen; None without Xen."""
-    from . import xenctrl
+    from .backend import open_backend
     if cf.sim:
         # Like the reference's launcher: create the sim dir if needed, and free
         # the ports a dead daemon left bound (dom0's xsd_port among them).
@@ -109,9 +109,9 @@ def open_hypervisor(cf: CmdLine):
         sim = Sim(cf.sim)
         sim.close_dead_handles()
         sim.close()
-        return xenctrl.open_backend(cf.sim)
+        return open_backend(cf.sim)
     try:
-        return xenctrl.open_backend(None)
+        return open_backend(None)
     except OSError as e:
         if cf.domain_init:
             raise

@@ -25,7 +25,8 @@ from oxsd.sim.hv import SimHypervisor
 from oxsd.sim.layout import SimDir, parse_port
 from oxsd.xb.op import Op
 from oxsd.xb.packet import HEADER
-from oxsd.xenctrl import Error, open_backend
+from oxsd.backend import open_backend
+from oxsd.hypervisor import Error
 
 REPO = Path(__file__).resolve().parents[2]
 REF_DIR = Path(os.environ.get("OCAML_REF") or REPO.parent / "shared" / "ocaml-ref")
