@@ -80,7 +80,7 @@ from typing import (TYPE_CHECKING, BinaryIO, Callable, Dict, Iterable, List, Opt
 
 from . import perms as Perms
 from .define import AlreadyExist
-from .disk import ocaml_exn_str
+from .printexc import ocaml_exn_str
 from .packet import Ack, Error, Reply
 from .store import Node, Path
 from .utils import hexify, int_of_string, nativeint_of_string, unhexify
@@ -93,7 +93,7 @@ if TYPE_CHECKING:
     from .domains import Domains
     from .event import Event
     from .store import Store
-    from .xenctrl import Hypervisor
+    from .hypervisor import Hypervisor
 
 __all__ = ["DUMP_FORMAT_HEADER", "BadFormat", "to_channel", "to_bytes", "to_file",
            "from_channel_f", "from_channel", "from_file", "Restored", "dump_connection",

@@ -65,6 +65,10 @@ class EvtchnError(OSError):
     def of(cls, op: str, err: int) -> "EvtchnError":
         return cls(err, f"evtchn {op} failed")
 
+    def ocaml_str(self) -> str:
+        """Printexc.to_string of the stubs' failwith: `Failure("evtchn <op> failed")`."""
+        return f'Failure("{self.strerror}")'
+
 
 class EventChannel(ABC):
     """One event-channel handle: a pollable fd plus the ports bound through it."""
