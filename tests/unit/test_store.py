@@ -265,8 +265,12 @@ def test_dom0_size_limited_but_not_count_limited():
 
 def test_target_zero_guest_is_dom0_for_quota():
     st = with_guest_dir(5, Settings(quota_maxentity=1))
+    with pytest.raises(QuotaLimitReached):  # a plain guest 5 is at its one entry already
+        st.write(guest(5), p("/local/domain/5/a"), b"")
     st.write(guest(5, target=0), p("/local/domain/5/a"), b"")
     st.write(guest(5, target=0), p("/local/domain/5/b"), b"")
+    assert dict(st.quota.cur)[5] == 3  # counted, like dom0's writes, but never refused
+    assert st.ls(DOM0, p("/local/domain/5")) == ["a", "b"]
 
 
 def test_quota_activate_false():

@@ -1,6 +1,7 @@
 """oxsd.utils: OCaml integer parsing/printing, String.escaped, hexify, path_validate."""
 import os
 import socket
+import stat
 
 import pytest
 
@@ -205,11 +206,18 @@ def test_create_unix_socket_replaces_old_file_and_listens(tmp_path):
     name = str(tmp_path / "run" / "xenstored" / "socket")
     os.makedirs(os.path.dirname(name))
     open(name, "w").close()
+    assert stat.S_ISREG(os.stat(name).st_mode)
     sock = U.create_unix_socket(name)
     try:
+        assert stat.S_ISSOCK(os.stat(name).st_mode)  # the stale file was unlinked
         c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         c.settimeout(5)
         c.connect(name)
+        sock.settimeout(5)
+        served, _ = sock.accept()  # it listens: the connection is there to accept
+        c.sendall(b"x")
+        assert served.recv(1) == b"x"
+        served.close()
         c.close()
     finally:
         sock.close()
