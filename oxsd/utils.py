@@ -30,7 +30,8 @@ from .define import IntOfStringFailure, InvalidPath
 from .ocaml_int import int_of_string, nativeint_of_string, wrap
 
 __all__ = [
-    "int_of_string", "nativeint_of_string", "c_int_of_string", "format_u", "format_float",
+    "int_of_string", "nativeint_of_string", "c_int_of_string", "string_of_bool", "format_u",
+    "format_float",
     "ocaml_escaped", "hexify", "unhexify", "trim_path", "join_by_null",
     "get_hierarchy", "list_remove", "filter_out", "filter_in", "path_validate",
     "create_unix_socket", "read_file_single_integer",
@@ -47,6 +48,11 @@ def c_int_of_string(s: str | bytes) -> int:
         s = s.decode("latin-1")
     digits = _C_INT.match(s).group(1)  # type: ignore[union-attr]
     return wrap(int(digits), 63) if digits else 0
+
+
+def string_of_bool(v: bool) -> str:
+    """OCaml's string_of_bool."""
+    return "true" if v else "false"
 
 
 def format_u(v: int) -> str:
