@@ -2,7 +2,7 @@
 
 A connection owns its transport (`Xb`), its open transactions, its watches
 and the "source pipe" of watch events it caused.  Watch events travel
-through three bounded stages (watches.md §5): the source connection's pipe
+through three bounded stages (connection.ml: source_flush_watchevents): the source connection's pipe
 (practically unbounded; while non-empty the source may not send requests),
 the watch's own pipe (capacity `quota-maxwatchevents`) and the watcher's
 output queue.  Each push flushes as far down as it can, so in the normal

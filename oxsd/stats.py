@@ -27,15 +27,14 @@ import json
 import os
 import resource
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from .xb.op import Op
 
-if TYPE_CHECKING:
-    from .connection import Connection
-    from .connections import Connections
-    from .config import Settings
-    from .store import Store
+# The snapshot reads Connection, Connections, Settings and Store objects; they
+# are not imported (even for type checking) because connection.py imports this
+# module for ConnStats.
+Connection = Connections = Settings = Store = Any
 
 __all__ = ["ConnStats", "DaemonStats", "snapshot", "snapshot_json", "STATS_COMMAND",
            "FORMAT_VERSION", "SLOWEST_KEPT", "HOT_PATH_SAMPLE"]
@@ -133,7 +132,7 @@ def _first_arg(data: bytes) -> str:
     return (data if end < 0 else data[:end])[:256].decode("latin-1")
 
 
-def _ring_fill(con: "Connection") -> Optional[Dict[str, int]]:
+def _ring_fill(con: Connection) -> Optional[Dict[str, int]]:
     """Request and response bytes waiting in a domain's ring (what the guest wrote
     that the daemon has not read; what the daemon wrote that the guest has not)."""
     ring = getattr(con.xb.backend, "ring", None)
@@ -144,7 +143,7 @@ def _ring_fill(con: "Connection") -> Optional[Dict[str, int]]:
             "rsp_pending": (rsp_prod - rsp_cons) & 0xFFFFFFFF}
 
 
-def _connection_row(con: "Connection", store: "Store") -> Dict[str, Any]:
+def _connection_row(con: Connection, store: Store) -> Dict[str, Any]:
     st = con.counters
     dom = con.dom
     row: Dict[str, Any] = {
@@ -184,7 +183,7 @@ def _rss_bytes() -> int:
         return 0
 
 
-def snapshot(cons: "Connections", store: "Store", settings: "Settings",
+def snapshot(cons: Connections, store: Store, settings: Settings,
              daemon: DaemonStats) -> Dict[str, Any]:
     """The whole report as a JSON-ready dict."""
     rows = [_connection_row(c, store) for c in cons.iter()]
@@ -212,7 +211,7 @@ def snapshot(cons: "Connections", store: "Store", settings: "Settings",
     }
 
 
-def snapshot_json(cons: "Connections", store: "Store", settings: "Settings",
+def snapshot_json(cons: Connections, store: Store, settings: Settings,
                   daemon: DaemonStats) -> bytes:
     return json.dumps(snapshot(cons, store, settings, daemon), separators=(",", ":"),
                       sort_keys=True).encode("ascii")
