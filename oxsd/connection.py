@@ -98,6 +98,11 @@ class Watch:
         return not self.pending_watchevents.is_empty()
 
 
+class UnknownTransaction(KeyError):
+    """A request naming a transaction id the connection does not have (Not_found in
+    connection.ml get_transaction): the client's mistake, not the daemon's."""
+
+
 def get_path_of_domid(domid: int) -> str:
     return f"/local/domain/{domid}/"
 
@@ -302,7 +307,11 @@ class Connection:
             tid += 1
 
     def get_transaction(self, tid: int) -> "Transaction":
-        return self.transactions[tid]
+        """The open transaction `tid`; UnknownTransaction (Not_found) when there is none."""
+        t = self.transactions.get(tid)
+        if t is None:
+            raise UnknownTransaction(tid)
+        return t
 
     # -- live update --------------------------------------------------
     def has_extra_connection_data(self) -> bool:
