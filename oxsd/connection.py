@@ -98,6 +98,13 @@ class Watch:
         return not self.pending_watchevents.is_empty()
 
 
+class ReplyRefused(RuntimeError):
+    """The output queue refused a reply (connection.ml's `assert (result <> None)`)."""
+
+    def __init__(self) -> None:
+        super().__init__("reply refused by the output queue")
+
+
 class UnknownTransaction(KeyError):
     """A request naming a transaction id the connection does not have (Not_found in
     connection.ml get_transaction): the client's mistake, not the daemon's."""
@@ -185,9 +192,10 @@ class Connection:
         return Packet(tid, rid, ty, data)
 
     def send_reply(self, tid: int, rid: int, ty: Op, data: bytes) -> None:
-        # Input is only read when a reply fits, so the queue cannot refuse it.
-        accepted = self.xb.queue(self.packet_of(tid, rid, ty, data))
-        assert accepted, "reply refused by the output queue"
+        # Input is only read when a reply fits, so the queue cannot refuse it
+        # (connection.ml asserts it; a real check, which `python -O` keeps).
+        if not self.xb.queue(self.packet_of(tid, rid, ty, data)):
+            raise ReplyRefused()
 
     def send_error(self, tid: int, rid: int, err: str) -> None:
         self.send_reply(tid, rid, Op.ERROR, err.encode() + b"\0")

@@ -131,3 +131,31 @@ def test_indexed_removal_leaves_the_trie_the_whole_trie_map_leaves(seed):
     finally:
         for w in worlds:
             w.close()
+
+
+def test_a_refused_reply_raises_even_under_python_O(tmp_path):
+    """connection.ml asserts the reply was queued; `assert` would vanish under -O."""
+    import subprocess
+    code = (
+        "import socket\n"
+        "from oxsd.config import Settings\n"
+        "from oxsd.connections import Connections\n"
+        "from oxsd.logging_ import AccessLog\n"
+        "from oxsd.xb.op import Op\n"
+        "cons = Connections(Settings(), AccessLog.disabled())\n"
+        "a, b = socket.socketpair()\n"
+        "con = cons.add_anonymous(a)\n"
+        "class Full:\n"
+        "    def queue(self, pkt): return False\n"
+        "con.xb = Full()\n"
+        "try:\n"
+        "    con.send_reply(0, 1, Op.READ, b'x')\n"
+        "except RuntimeError as e:\n"
+        "    print('refused:', e)\n"
+        "else:\n"
+        "    print('silently dropped')\n")
+    import os
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True,
+                         cwd=root, timeout=60)
+    assert out.stdout.strip() == "refused: reply refused by the output queue", out.stderr
