@@ -30,3 +30,31 @@ def test_unknown_transaction_id_gets_eio_and_the_originals_one_error_line(daemon
     if daemon.kind == "oxsd":
         assert all(h.endswith("process packet: Not_found. ") for h in hits)
         assert not any("Traceback" in line for line in lines)
+
+
+def test_the_daemon_refuses_to_start_on_a_weakly_ordered_cpu(tmp_path):
+    """On arm64 (say) the ring code would need barriers: a clear error and exit 2,
+    before any ring page is mapped, instead of a daemon that may corrupt rings."""
+    import subprocess
+    import sys
+
+    from oxsd.diff.daemons import REPO_ROOT, DaemonSettings, init_sim_dir, write_config
+    rundir = tmp_path / "run"
+    (rundir / "xenstored").mkdir(parents=True)
+    init_sim_dir(tmp_path / "sim")
+    conf = tmp_path / "oxenstored.conf"
+    write_config(conf, tmp_path, tmp_path / "sim", DaemonSettings(),
+                 pid_file=str(rundir / "xenstored.pid"))
+    code = ("import platform, sys\n"
+            "platform.machine = lambda: 'aarch64'\n"
+            "from oxsd.xenstored import main\n"
+            "sys.exit(main(sys.argv))\n")
+    res = subprocess.run(
+        [sys.executable, "-c", code, "--no-fork", "--config-file", str(conf),
+         "--sim", str(tmp_path / "sim"), "--disable-socket"],
+        capture_output=True, text=True, timeout=60, cwd=str(tmp_path),
+        env={"PYTHONPATH": str(REPO_ROOT), "XENSTORED_RUNDIR": str(rundir / "xenstored"),
+             "PATH": "/usr/bin:/bin"})
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert "cannot serve xenstore rings on 'aarch64'" in res.stderr
+    assert "Traceback" not in res.stderr
