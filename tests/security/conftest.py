@@ -63,6 +63,23 @@ class World:
         self.d0.unwatch("@releaseDomain", "rel")
         self.guests.pop(domid).close()
 
+    def quota(self, domid: int) -> str:
+        """CONTROL quota: "dom5 quota: N/MAX" or "dom5 quota: not set"."""
+        return self.d0.control("quota", str(domid)).rstrip(b"\0").decode()
+
+    def node_count(self, domid: int) -> int:
+        return int(self.quota(domid).split()[-1].split("/")[0])
+
+    def fill_quota(self, g, prefix: str = "n", limit: int = 10_000) -> int:
+        """Nodes `g` creates (WRITE) before its first EQUOTA."""
+        for made in range(limit):
+            try:
+                g.write(f"{prefix}{made}", "x")
+            except self.X.XsError as e:
+                assert e.err == "EQUOTA", e.err
+                return made
+        raise AssertionError(f"no EQUOTA after {limit} nodes")
+
     def tree(self) -> list[str]:
         return walk_tree(self.daemon)
 

@@ -9,7 +9,6 @@ dom0, other guests and the store are unaffected.
 """
 import pytest
 
-from conftest import home
 
 
 @pytest.mark.parametrize("field,delta", [("req_prod", 1025), ("req_prod", 0x80000000),

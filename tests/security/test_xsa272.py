@@ -14,11 +14,6 @@ from conftest import home
 MAX = 6
 
 
-def nodes(world, domid) -> int:
-    text = world.d0.control("quota", str(domid)).rstrip(b"\0").decode()
-    return int(text.split()[-1].split("/")[0])
-
-
 def fill(world, g, how: str) -> None:
     i = 0
     while True:
@@ -45,9 +40,9 @@ def test_maxentity_stops_every_way_of_creating_nodes(configured, how):
     world = configured(f"quota-maxentity = {MAX}")
     g, other = world.guest(5), world.guest(6)
     fill(world, g, how)
-    assert nodes(world, 5) <= MAX
+    assert world.node_count(5) <= MAX
     kids = world.d0.directory(home(5))
     assert len(kids) <= MAX - 1
     other.write("mine", "ok")                    # another guest's quota is its own
-    assert nodes(world, 6) == 2
+    assert world.node_count(6) == 2
     world.assert_alive()

@@ -11,10 +11,10 @@ from conftest import home, xs_error
 def test_only_dom0_can_change_a_nodes_owner(world):
     g = world.guest(5)
     g.write("mine", "x")
-    quota = {d: world.d0.control("quota", str(d)) for d in (5, 6)}
+    quota = {d: world.quota(d) for d in (5, 6)}
     assert xs_error(world.X, g.set_perms, "mine", ["n6", "r5"]) == "EACCES"
     assert world.d0.get_perms(f"{home(5)}/mine") == ["n5", "r0"]
-    assert {d: world.d0.control("quota", str(d)) for d in (5, 6)} == quota
+    assert {d: world.quota(d) for d in (5, 6)} == quota
     g.set_perms("mine", ["n5", "r6"])  # keeping the owner is allowed
     assert world.d0.get_perms(f"{home(5)}/mine") == ["n5", "r6"]
     world.assert_alive()

@@ -14,7 +14,6 @@ import struct
 
 import pytest
 
-from conftest import home
 
 HDR = struct.Struct("<IIII")
 XS_READ, XS_ERROR = 2, 16

@@ -10,16 +10,10 @@ cannot push the guest past its quota.
 from conftest import home
 
 
-def nodes(world, domid) -> int:
-    """The guest's node count, from CONTROL quota ("dom5 quota: N/MAX")."""
-    text = world.d0.control("quota", str(domid)).rstrip(b"\0").decode()
-    return int(text.split()[-1].split("/")[0])
-
-
 def test_create_then_delete_in_a_transaction_keeps_the_accounting(configured):
     world = configured("quota-maxentity = 8")
     g = world.guest(5)
-    start = nodes(world, 5)
+    start = world.node_count(5)
     for i in range(20):                          # far more than the quota, if leaked
         tx = g.transaction_start()
         g.write(f"tmp/a{i}", "x", tx=tx)
@@ -27,14 +21,7 @@ def test_create_then_delete_in_a_transaction_keeps_the_accounting(configured):
         g.rm(f"tmp/a{i}", tx=tx)
         g.transaction_end(tx, True)
     assert world.d0.directory(f"{home(5)}/tmp") == []
-    assert nodes(world, 5) == start + 1          # only tmp/ itself stayed
-    made = 0
-    while True:                                  # the quota still bites where it should
-        try:
-            g.write(f"fill{made}", "x")
-        except world.X.XsError as e:
-            assert e.err == "EQUOTA"
-            break
-        made += 1
-    assert nodes(world, 5) == 8 and made == 8 - start - 1
+    assert world.node_count(5) == start + 1          # only tmp/ itself stayed
+    made = world.fill_quota(g, "fill")           # the quota still bites where it should
+    assert world.node_count(5) == 8 and made == 8 - start - 1
     world.assert_alive()

@@ -6,32 +6,15 @@ fewer and fewer nodes.  Safe outcome: a domain that filled its quota and
 died leaves no count behind: a new domain with the same id can create its
 full quota again.
 """
-from conftest import xs_error
-
 MAX = 6
-
-
-def nodes(world, domid) -> str:
-    return world.d0.control("quota", str(domid)).rstrip(b"\0").decode()
-
-
-def fill(world, g) -> int:
-    made = 0
-    while True:
-        try:
-            g.write(f"n{made}", "x")
-        except world.X.XsError as e:
-            assert e.err == "EQUOTA"
-            return made
-        made += 1
 
 
 def test_a_reused_domid_gets_its_full_quota_back(configured):
     world = configured(f"quota-maxentity = {MAX}")
-    first = fill(world, world.guest(5))
-    assert nodes(world, 5) == f"dom5 quota: {MAX}/{MAX}"
+    first = world.fill_quota(world.guest(5))
+    assert world.quota(5) == f"dom5 quota: {MAX}/{MAX}"
     world.destroy(5)
-    assert nodes(world, 5) == "dom5 quota: not set"
-    again = fill(world, world.guest(5))
+    assert world.quota(5) == "dom5 quota: not set"
+    again = world.fill_quota(world.guest(5))
     assert again == first
     world.assert_alive()
