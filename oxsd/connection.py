@@ -99,6 +99,18 @@ class Watch:
         return not self.pending_watchevents.is_empty()
 
 
+class ReplyRefused(RuntimeError):
+    """The output queue refused a reply (connection.ml's `assert (result <> None)`)."""
+
+    def __init__(self) -> None:
+        super().__init__("reply refused by the output queue")
+
+
+class UnknownTransaction(KeyError):
+    """A request naming a transaction id the connection does not have (Not_found in
+    connection.ml get_transaction): the client's mistake, not the daemon's."""
+
+
 def get_path_of_domid(domid: int) -> str:
     return f"/local/domain/{domid}/"
 
@@ -185,9 +197,10 @@ class Connection:
         return Packet(tid, rid, ty, data)
 
     def send_reply(self, tid: int, rid: int, ty: Op, data: bytes) -> None:
-        # Input is only read when a reply fits, so the queue cannot refuse it.
-        accepted = self.xb.queue(self.packet_of(tid, rid, ty, data))
-        assert accepted, "reply refused by the output queue"
+        # Input is only read when a reply fits, so the queue cannot refuse it
+        # (connection.ml asserts it; a real check, which `python -O` keeps).
+        if not self.xb.queue(self.packet_of(tid, rid, ty, data)):
+            raise ReplyRefused()
 
     def send_error(self, tid: int, rid: int, err: str) -> None:
         self.counters.count_error(err)
@@ -309,7 +322,11 @@ class Connection:
             tid += 1
 
     def get_transaction(self, tid: int) -> "Transaction":
-        return self.transactions[tid]
+        """The open transaction `tid`; UnknownTransaction (Not_found) when there is none."""
+        t = self.transactions.get(tid)
+        if t is None:
+            raise UnknownTransaction(tid)
+        return t
 
     # -- live update --------------------------------------------------
     def has_extra_connection_data(self) -> bool:

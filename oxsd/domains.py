@@ -8,6 +8,7 @@ or to every domain (individual mode).
 """
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 from collections import deque
@@ -133,7 +134,13 @@ class Domains:
                 continue
             try:
                 info = self.hv.domain_getinfo(domid)
-            except Exception:
+            except Exception as exc:
+                # Only a domain that does not exist is dead: a failing hypercall
+                # (EPERM, EFAULT, ENOMEM, ...) or a bug here must not tear down a
+                # live guest's connection (deviation: domains.ml takes any Xenctrl.Error).
+                if not (isinstance(exc, OSError) and exc.errno == errno.ESRCH):
+                    log.warning("Domain %u: no domain info (%s): kept for now", domid, exc)
+                    continue
                 log.debug("Domain %u died -- no domain info", domid)
                 dead.insert(0, domid)
                 continue

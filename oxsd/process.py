@@ -20,7 +20,7 @@ from . import define as Define
 from . import perms as Perms
 from . import quota as Quota
 from . import utils as Utils
-from .connection import Connection
+from .connection import Connection, UnknownTransaction
 from .history import History, HistoryRecord
 from .live_update import LiveUpdate
 from .logging_ import exn_to_string
@@ -610,7 +610,7 @@ class Process:
             if tid == 0:
                 t = self.txreg.make(0, self.store)
             else:
-                t = con.transactions[tid]
+                t = con.get_transaction(tid)
             if tid == 0 and ty in RETAINED_IN_HISTORY:
                 response = self._execute_with_history(kind, fct, con, t, req)
             else:
@@ -623,7 +623,10 @@ class Process:
                 response = Error("EQUOTA")
             self.send_response(ty, con, t.get_id(), rid, response)
         except Exception as exn:
-            log.error("process packet: %s. %s", exn_to_string(exn), traceback.format_exc())
+            # A guest's unknown tid gets the original's one error line, not a Python traceback
+            # (OCaml's backtrace there is two frames of its own Hashtbl.find).
+            bt = "" if isinstance(exn, UnknownTransaction) else traceback.format_exc()
+            log.error("process packet: %s. %s", exn_to_string(exn), bt)
             con.send_error(tid, rid, "EIO")
 
     def _execute_with_history(self, kind, fct, con: Connection, t: Transaction,

@@ -38,11 +38,13 @@ other side can see the updated index and reuse the space.  Here:
   page, and the daemon is single-threaded anyway.
 
 On a weakly ordered CPU (Arm) this code would need real barriers, which
-Python does not expose; oxsd targets x86 like Debian's oxenstored package.
+Python does not expose, so the daemon refuses to open a hypervisor interface
+on any other architecture (`require_supported_host`, called at start-up).
 """
 from __future__ import annotations
 
 import mmap
+import platform
 import struct
 import sys
 from typing import Tuple, Union
@@ -56,6 +58,8 @@ __all__ = [
     "Reconnect",
     "BadConnection",
     "Ring",
+    "UnsupportedHost",
+    "require_supported_host",
 ]
 
 XENSTORE_RING_SIZE = 1024
@@ -98,6 +102,25 @@ _INVALID_FILL = b"\xff" * (2 * XENSTORE_RING_SIZE)  # XS_INVALID (0xffff) everyw
 
 if sys.byteorder != "little":  # pragma: no cover - wire header is '<IIII' elsewhere
     raise ImportError("oxsd assumes a little-endian host")
+
+
+# x86 in its 64- and 32-bit names (platform.machine): the TSO hosts the above relies on.
+TSO_MACHINES = frozenset({"x86_64", "amd64", "i386", "i486", "i586", "i686", "x86"})
+
+
+class UnsupportedHost(RuntimeError):
+    """The ring code cannot be correct on this CPU (no barriers in Python)."""
+
+
+def require_supported_host(machine: str = "") -> None:
+    """Refuse (UnsupportedHost) to serve rings on a CPU that is not x86: there the
+    index loads and stores may be reordered with the data copies (see above)."""
+    machine = machine or platform.machine()
+    if machine.lower() not in TSO_MACHINES:
+        raise UnsupportedHost(
+            f"oxsd cannot serve xenstore rings on {machine!r}: its ring accesses rely on "
+            "x86 memory ordering and this CPU needs memory barriers that Python does not "
+            "expose; use oxenstored on this host")
 
 
 class Reconnect(Exception):

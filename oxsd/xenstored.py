@@ -22,6 +22,7 @@ from .connections import Connections
 from .history import History
 from .parse_arg import CmdLine, parse
 from .process import LiveUpdate, Process
+from .ring import UnsupportedHost
 from .scheduler import Scheduler
 from .store import Path, Store
 from .transaction import TransactionRegistry
@@ -102,6 +103,8 @@ def load_settings(cf: CmdLine) -> Settings:
 def open_hypervisor(cf: CmdLine):
     """The hypervisor backend: the simulation with --sim, else /dev/xen; None without Xen."""
     from .backend import open_backend
+    from .ring import require_supported_host
+    require_supported_host()  # before any ring page is mapped (sim or real)
     if cf.sim:
         # Like the reference's launcher: create the sim dir if needed, and free
         # the ports a dead daemon left bound (dom0's xsd_port among them).
@@ -178,6 +181,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     try:
         daemon = build_daemon(cf, settings, listen_sock, argv)
+    except UnsupportedHost as e:
+        print(f"{argv[0] if argv else 'oxenstored'}: {e}", file=sys.stderr, flush=True)
+        log.error("%s", e)
+        return 2
     except (DB.BadFormat, EOFError) as e:
         # A dump without its header line is fatal, as the original's uncaught Bad_format.
         from .logging_ import fallback_exception_handler

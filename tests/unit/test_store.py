@@ -8,6 +8,7 @@ from oxsd import perms as P
 from oxsd.config import Settings
 from oxsd.define import (AlreadyExist, DataTooBig, DoesntExist, InvalidPath, LookupDoesntExist,
                          PermissionDenied, QuotaLimitReached)
+from oxsd.quota import Quota
 from oxsd.store import Node, Path, Store, dump_store_buf, traversal
 
 DOM0 = P.Connection.full_rights
@@ -652,3 +653,51 @@ def test_get_ops_binds_identity():
     ops.rm(p("/x"))
     ops.mkdir(p("/y"))
     assert ops.store is st and st.path_exists(p("/y"))
+
+
+# -- guest work independent of the number of other domains ---------------------
+
+def many_domains(n: int) -> Store:
+    """n domains each owning its home and one node; domain 5 also owns a 100-node subtree."""
+    st = fresh()
+    st.mkdir(DOM0, p("/local/domain"))
+    for d in range(1, n + 1):
+        st.mkdir(DOM0, p(f"/local/domain/{d}"))
+        st.setperms(DOM0, p(f"/local/domain/{d}"), perms(f"n{d} r0"))
+        st.write(guest(d), p(f"/local/domain/{d}/x"), b"1")
+    st.mkdir(guest(5), p("/local/domain/5/sub"))
+    for i in range(100):
+        st.write(guest(5), p(f"/local/domain/5/sub/{i}"), b"v")
+    return st
+
+
+def allocated_by(fn) -> int:
+    """Peak bytes allocated while `fn` runs (deterministic for the same data, unlike time)."""
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        fn()
+        return tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+def guest_ops_cost(n: int) -> dict:
+    st = many_domains(n)
+    me = guest(5)
+    q = st.quota
+    return {
+        "create": allocated_by(lambda: st.write(me, p("/local/domain/5/new"), b"v")),
+        "write": allocated_by(lambda: st.write(me, p("/local/domain/5/x"), b"2")),
+        "rm": allocated_by(lambda: st.rm(me, p("/local/domain/5/sub"))),
+        "merge": allocated_by(lambda: Quota.merge(q, q.add_entry(5), q.add_entry(7))),
+    }
+
+
+def test_guest_create_write_rm_and_commit_cost_the_same_with_30_or_3000_domains():
+    """Before: each copied the quota table and /local/domain's child map (O(domains))."""
+    few, many = guest_ops_cost(30), guest_ops_cost(3000)
+    for op in few:
+        assert many[op] <= few[op] + 4096, (op, few[op], many[op])
