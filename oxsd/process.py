@@ -123,6 +123,8 @@ class Process:
         self.disk_write: Optional[Callable[["Store"], None]] = None
         # -T FILE: an object with packet_in(con, pkt) / packet_out(con, pkt), or None.
         self.trace = None
+        # The id-0 transaction every request outside a transaction runs in (_process_direct).
+        self._direct = txreg.make(0, store, internal=True)
         self._simple: Dict[Op, Tuple[int, Callable]] = {
             Op.DIRECTORY: (DATA, self.do_directory),
             Op.READ: (DATA, self.do_read),
@@ -164,7 +166,7 @@ class Process:
         oldroot = t.oldroot
         newroot = t.get_root()
         cons = self.cons
-        for op, path in reversed(t.get_paths()):
+        for op, path in t.paths:  # oldest first
             if op is Op.WRITE or op is Op.MKDIR:
                 cons.fire_watches(source, (None, newroot), path, False)
             elif op is Op.RM:
@@ -606,23 +608,76 @@ class Process:
         try:
             kind, fct = self._table[ty]
             if tid == 0:
-                t = self.txreg.make(0, self.store)
-            else:
-                t = con.transactions[tid]
-            if tid == 0 and ty in RETAINED_IN_HISTORY:
-                response = self._execute_with_history(kind, fct, con, t, req)
-            else:
-                response = self.input_handle_error(kind, fct, con, t, req)
+                self._process_direct(con, req, ty, rid, kind, fct)
+                return
+            t = con.transactions[tid]
+            response = self.input_handle_error(kind, fct, con, t, req)
             try:
                 t.check_quota_exn(con.perm)
-                if tid != 0:
-                    t.add_operation(req, response)
+                t.add_operation(req, response)
             except Quota.LimitReached:
                 response = Error("EQUOTA")
             self.send_response(ty, con, t.get_id(), rid, response)
         except Exception as exn:
             log.error("process packet: %s. %s", exn_to_string(exn), traceback.format_exc())
             con.send_error(tid, rid, "EIO")
+
+    def _process_direct(self, con: Connection, req: Request, ty: Op, rid: int, kind: int,
+                        fct: Callable) -> None:
+        """process_packet outside a transaction, on the live store.
+
+        The same as the original's path (a `Transaction.make Transaction.none`,
+        input_handle_error, the history record of process.ml's
+        `execute_command`, check_quota_exn, the response and its `after`),
+        in the same order, without making a transaction, a response or a
+        closure per request: one id-0 transaction is reset and reused (a
+        request never starts while another runs), the reply is sent
+        directly and the watches of the changes fire after the ack.
+        `check_quota_exn` of a fresh id-0 transaction can only fail when
+        quota-maxrequests is 0 (it has no operations), and then for a
+        connection that is not dom0.
+        """
+        store = self.store
+        t = self._direct
+        t.reset_direct(store, self.txreg.counter)
+        limited = self.settings.quota_maxrequests == 0
+        record = None
+        before = store
+        if ty in RETAINED_IN_HISTORY:
+            dom = con.dom
+            record = dom is not None and not dom.is_free_to_conflict()
+            if record:
+                before = store.copy()
+        out = None
+        err = None
+        try:
+            if limited and not con.perm.is_dom0():
+                t.quota_reached = True
+                raise Quota.LimitReached()
+            out = fct(con, t, req.data)
+        except _HANDLED as exn:
+            err = error_name(exn)
+        if record is not None:
+            if record:
+                self.record_commit(con, 0, before, self.store.copy())
+            else:  # history keeps nothing for these connections; only the count moves
+                self.txreg.counter += 1
+        if limited and (t.quota_reached or not con.perm.is_dom0()):
+            err = "EQUOTA"
+        if err is not None:
+            con.send_error(0, rid, err)
+        elif kind == ACK:
+            con.send_ack(0, rid, ty)
+            self.process_watch(con, t)
+        elif kind == DATA:
+            con.send_reply(0, rid, ty, out)
+        elif kind == DATA_OR_ACK:
+            if out is None:
+                con.send_ack(0, rid, ty)
+            else:
+                con.send_reply(0, rid, ty, out)
+        else:
+            self.send_response(ty, con, 0, rid, out)
 
     def _execute_with_history(self, kind, fct, con: Connection, t: Transaction,
                               req: Request) -> Response:
