@@ -14,7 +14,8 @@ how the client's sends interleave with the daemon's reads).
 * `--tool cprofile` (default): the daemon runs under
   `bench/_profiled_oxsd.py`, SIGUSR2 toggles a cProfile window.  Prints the
   function calls per request (Python functions; and with C builtins and
-  methods), and with `--top K` the K functions with most calls per request
+  methods), the system calls among them (socket I/O, epoll, the log's
+  writes: the C methods that are one system call each), and with `--top K` the K functions with most calls per request
   of each row.
 * `--tool callgrind`: the daemon runs under `valgrind --tool=callgrind`;
   `callgrind_control -z` / `-d` open and close the window.  Prints
@@ -33,6 +34,7 @@ import argparse
 import glob
 import os
 import pstats
+import re
 import signal
 import subprocess
 import sys
@@ -50,6 +52,9 @@ BENCH = Path(__file__).resolve().parent
 ROWS = [f"{transport}-{op}-{depth}" for transport in ("socket", "ring")
         for op in ("WRITE", "READ") for depth in (1, 8)]
 WINDOW_TIMEOUT = 60.0
+# The C methods that are one system call each (socket I/O, epoll, the log's write, events).
+SYSCALL_METHODS = re.compile(r"'(recv|recv_into|send|sendall|sendto|poll)' of '(_socket\.socket|"
+                             r"select\.epoll)'|posix\.(write|read)>")
 
 
 def start_oxsd(scratch: Path, tool: str) -> Daemon:
@@ -104,16 +109,18 @@ class CProfileWindow:
     def close(self) -> dict:
         self._toggle(".off")
         stats = pstats.Stats(f"{self.stem}.prof")
-        py = total = 0
+        py = total = syscalls = 0
         per_func = {}
         for (filename, line, name), (_cc, nc, _tt, _ct, _callers) in stats.stats.items():
             total += nc
+            if filename == "~" and SYSCALL_METHODS.search(name):
+                syscalls += nc
             if filename != "~":
                 py += nc
                 per_func[f"{os.path.relpath(filename, REPO_ROOT)}:{line}({name})"] = nc
             else:
                 per_func[name] = nc
-        return {"py": py, "all": total, "funcs": per_func}
+        return {"py": py, "all": total, "sys": syscalls, "funcs": per_func}
 
 
 class CallgrindWindow:
@@ -222,12 +229,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     results = run(args)
     print(f"oxsd request path, {args.n} requests per row, access log on, tool {args.tool}")
     if args.tool == "cprofile":
-        print(f"{'row':<16} {'py calls/req':>12} {'all calls/req':>13}")
+        print(f"{'row':<16} {'py calls/req':>12} {'all calls/req':>13} {'syscalls/req':>12}")
     else:
         print(f"{'row':<16} {'Ir/req':>10}")
     for row, r in results.items():
         if args.tool == "cprofile":
-            print(f"{row:<16} {r['py']:>12.1f} {r['all']:>13.1f}")
+            print(f"{row:<16} {r['py']:>12.1f} {r['all']:>13.1f} {r['sys']:>12.2f}")
         else:
             print(f"{row:<16} {r['ir']:>10,.0f}")
     if args.top:
