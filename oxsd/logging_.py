@@ -45,7 +45,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import time
 import traceback
 from dataclasses import dataclass
@@ -445,14 +444,14 @@ _SPECIAL_OPS = frozenset({Op.INTRODUCE, Op.RELEASE, Op.GET_DOMAIN_PATH, Op.IS_IN
 
 _NUL_TO_SPACE = bytes.maketrans(b"\0", b" ")
 # Bytes String.escaped leaves alone, once NULs are spaces: the common case.
-_PLAIN = re.compile(rb'[\x00\x20\x21\x23-\x5b\x5d-\x7e]*')
+_PLAIN = bytes([0x00, 0x20, 0x21] + list(range(0x23, 0x5c)) + list(range(0x5d, 0x7f)))
 
 
 def sanitize_data(data: Union[bytes, str]) -> str:
     """NUL -> space, then OCaml String.escaped."""
-    if isinstance(data, str):
-        data = data.encode("latin-1", "replace")
-    if _PLAIN.fullmatch(data) is not None:
+    if type(data) is not bytes:
+        data = data.encode("latin-1", "replace") if isinstance(data, str) else bytes(data)
+    if not data.translate(None, _PLAIN):  # every byte plain: nothing to escape
         return data.translate(_NUL_TO_SPACE).decode("ascii")
     return ocaml_escaped(data.translate(_NUL_TO_SPACE))
 
@@ -519,8 +518,9 @@ class AccessLog:
                 data = data[:self._max_data]
             prefix = ("" if self._prefix_open is None
                       else self._prefix_open + string_of_date() + self._prefix_close)
-            tidf = (con if tid == 0 else f"{con}.{tid}").ljust(12)
-            self.logger.write(f"{prefix} {tidf} {type_field} {sanitize_data(data)}", level)
+            tidf = con if tid == 0 else f"{con}.{tid}"
+            self.logger.write("%s %-12s %s %s" % (prefix, tidf, type_field, sanitize_data(data)),
+                              level)
         except Exception:
             pass  # the original ignores every failure of the access log
 
