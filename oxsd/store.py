@@ -218,6 +218,7 @@ class Node:
 
 
 _VALID_PATH = re.compile(r"(?:/[A-Za-z0-9_@-]+)+")
+_valid_path = _VALID_PATH.fullmatch
 
 
 class Path(tuple):
@@ -236,7 +237,7 @@ class Path(tuple):
     @staticmethod
     def of_string(s: str | bytes) -> "Path":
         """Parse an absolute path; `@...` is one unchecked component. InvalidPath otherwise."""
-        if isinstance(s, (bytes, bytearray)):
+        if type(s) is not str:
             s = s.decode("latin-1")
         if not s:
             raise InvalidPath()  # the original fails with an index error: EINVAL too
@@ -244,7 +245,7 @@ class Path(tuple):
             return Path((s,))
         if s == "/":
             return _ROOT
-        if _VALID_PATH.fullmatch(s) is None:
+        if _valid_path(s) is None:
             raise InvalidPath()
         return Path(s[1:].split("/"))
 
@@ -252,7 +253,7 @@ class Path(tuple):
     def create(path: str | bytes, connection_path: str, path_max: int) -> "Path":
         """Resolve a client path (relative to `connection_path`), check its length
         against `path_max` (Settings.quota_path_max), and parse it."""
-        if isinstance(path, (bytes, bytearray)):
+        if type(path) is not str:
             path = path.decode("latin-1")
         return Path.of_string(path_validate(path, connection_path, path_max))
 
