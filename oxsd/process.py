@@ -735,7 +735,9 @@ class Process:
         queued = xb.pkt_out.q
         if queued:  # has_new_output: log the head (even behind a half-written packet)
             pkt = queued[0]
-            self.access_log.xb_answer(pkt.tid, con.domstr, pkt.ty, pkt.data)
+            ty = pkt.ty
+            if ty == Op.ERROR or ty == Op.WATCH_EVENT:  # the only answers xb_answer logs
+                self.access_log.xb_answer(pkt.tid, con.domstr, ty, pkt.data)
             if self.trace is not None and not xb.has_old_output():
                 self.trace.packet_out(con, pkt)
         elif not xb.has_old_output():
