@@ -181,14 +181,18 @@ class Connection:
 
     def send_reply(self, tid: int, rid: int, ty: Op, data: bytes) -> None:
         # Input is only read when a reply fits, so the queue cannot refuse it.
-        accepted = self.xb.queue(self.packet_of(tid, rid, ty, data))
+        if self.is_mmap and len(data) > XENSTORE_PAYLOAD_MAX:  # packet_of, inline (every reply)
+            accepted = self.xb.queue(Packet(tid, rid, Op.ERROR, _E2BIG))
+        else:
+            accepted = self.xb.queue(Packet(tid, rid, ty, data))
         assert accepted, "reply refused by the output queue"
 
     def send_error(self, tid: int, rid: int, err: str) -> None:
         self.send_reply(tid, rid, Op.ERROR, err.encode() + b"\0")
 
     def send_ack(self, tid: int, rid: int, ty: Op) -> None:
-        self.send_reply(tid, rid, ty, _OK)
+        accepted = self.xb.queue(Packet(tid, rid, ty, _OK))  # send_reply: OK always fits
+        assert accepted, "reply refused by the output queue"
 
     def do_input(self) -> Optional[Packet]:
         return self.xb.input()

@@ -156,9 +156,9 @@ class Process:
 
     # -- helpers --------------------------------------------------------
     def split_one_path(self, data: bytes, con: Connection) -> Path:
-        args = split(2, data)
+        args = data.split(b"\0", 1)  # split(2, data); Path.create decodes (decode_path)
         if len(args) == 2 and args[1] == b"":
-            return Path.create(decode_path(args[0]), con.get_path(), self.settings.quota_path_max)
+            return Path.create(args[0], con.base_path, self.settings.quota_path_max)
         raise InvalidCmdArgs()
 
     def process_watch(self, source: Connection, t: Transaction) -> None:
@@ -180,10 +180,9 @@ class Process:
     @staticmethod
     def create_implicit_path(t: Transaction, perm, path: Path) -> None:
         """mkdir every missing ancestor of `path` (no watch fires for them)."""
-        dirname = path.get_parent()
-        if t.path_exists(dirname):
+        if t.path_exists(path[:-1]):  # the parent (no Path made for the usual case)
             return
-        hierarchy = dirname.get_hierarchy()[1:]
+        hierarchy = path.get_parent().get_hierarchy()[1:]
         missing: List[Path] = []
         for i, p in enumerate(hierarchy):
             if not t.path_exists(p):
@@ -256,10 +255,10 @@ class Process:
         raise InvalidCmdArgs()
 
     def do_write(self, con: Connection, t: Transaction, data: bytes) -> None:
-        args = split(2, data)
+        args = data.split(b"\0", 1)  # split(2, data); Path.create decodes (decode_path)
         if len(args) != 2:
             raise InvalidCmdArgs()
-        path = Path.create(decode_path(args[0]), con.get_path(), self.settings.quota_path_max)
+        path = Path.create(args[0], con.base_path, self.settings.quota_path_max)
         self.create_implicit_path(t, con.perm, path)
         t.write(con.perm, path, args[1])
 
