@@ -175,7 +175,8 @@ class Process:
                 cons.fire_watches(source, (oldroot, newroot), path, False)
             else:
                 raise RuntimeError("huh ?")
-        cons.send_watchevents(source)
+        if source.pending_source_watchevents.q:  # send_watchevents flushes it: nothing to do if empty
+            cons.send_watchevents(source)
 
     @staticmethod
     def create_implicit_path(t: Transaction, perm, path: Path) -> None:

@@ -212,7 +212,7 @@ class Scheduler:
     def main_loop(self) -> None:
         self.frequent_ops()
         mw = self.cons.has_more_work()
-        peaceful_mw = [c for c in mw if self._is_peaceful(c)]
+        peaceful_mw = [c for c in mw if self._is_peaceful(c)] if mw else mw
         for c in peaceful_mw:
             c.dom.incr_io_credit()
         start = self.clock()
