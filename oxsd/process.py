@@ -164,7 +164,7 @@ class Process:
     def process_watch(self, source: Connection, t: Transaction) -> None:
         """Fire the watches for every change the transaction recorded, oldest first."""
         oldroot = t.oldroot
-        newroot = t.get_root()
+        newroot = t.store.root  # t.get_root()
         cons = self.cons
         for op, path in t.paths:  # oldest first
             if op is Op.WRITE or op is Op.MKDIR:
@@ -181,7 +181,7 @@ class Process:
     @staticmethod
     def create_implicit_path(t: Transaction, perm, path: Path) -> None:
         """mkdir every missing ancestor of `path` (no watch fires for them)."""
-        if t.path_exists(path[:-1]):  # the parent (no Path made for the usual case)
+        if t.store.path_exists(path[:-1]):  # the parent (no Path made for the usual case)
             return
         hierarchy = path.get_parent().get_hierarchy()[1:]
         missing: List[Path] = []
