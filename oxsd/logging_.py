@@ -175,14 +175,6 @@ def truncate_line(nb_chars: int, line: str) -> str:
     return line
 
 
-def _encode(line: str) -> bytes:
-    """Lines hold one character per byte (latin-1); anything wider goes out as UTF-8."""
-    try:
-        return line.encode("latin-1")
-    except UnicodeEncodeError:
-        return line.encode("utf-8", "surrogateescape")
-
-
 # -- loggers ----------------------------------------------------------------------
 
 class FileLogger:
@@ -236,7 +228,11 @@ class FileLogger:
         fd = self.fd
         if fd is None:
             raise OSError("log file is closed")
-        data = _encode(s + "\n")
+        s += "\n"
+        try:  # lines hold one character per byte (latin-1); anything wider goes out as UTF-8
+            data = s.encode("latin-1")
+        except UnicodeEncodeError:
+            data = s.encode("utf-8", "surrogateescape")
         n = os.write(fd, data)
         while n < len(data):  # regular files do not short-write, but be exact anyway
             data = data[n:]
