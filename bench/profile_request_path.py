@@ -57,9 +57,9 @@ SYSCALL_METHODS = re.compile(r"'(recv|recv_into|send|sendall|sendto|poll)' of '(
                              r"select\.epoll)'|posix\.(write|read)>")
 
 
-def start_oxsd(scratch: Path, tool: str) -> Daemon:
+def start_oxsd(scratch: Path, tool: str, access_log: bool = True) -> Daemon:
     """oxsd as bench/_common.start starts it, under the profiler wrapper or callgrind."""
-    settings = DaemonSettings()
+    settings = DaemonSettings(access_log=access_log)
     sim_dir = scratch / "sim"
     rundir = scratch / "run"
     (rundir / "xen").mkdir(parents=True, exist_ok=True)
@@ -68,6 +68,8 @@ def start_oxsd(scratch: Path, tool: str) -> Daemon:
     conf = scratch / "oxenstored.conf"
     write_config(conf, scratch, sim_dir, settings, pid_file=str(rundir / "xen" / "xenstored.pid"))
     args = ["--no-fork", "--config-file", str(conf), "--sim", str(sim_dir)]
+    if not access_log:
+        args.append("--no-access-log")
     if tool == "cprofile":
         cmd = [sys.executable, str(BENCH / "_profiled_oxsd.py"), str(scratch / "window"), "--"]
     else:
@@ -177,7 +179,7 @@ def measure_row(window, send: Callable, recv: Callable, op: int, n: int, depth: 
 
 def run(args: argparse.Namespace) -> dict:
     scratch = make_scratch("oxp-")
-    daemon = start_oxsd(scratch, args.tool)
+    daemon = start_oxsd(scratch, args.tool, not args.no_access_log)
     results = {}
     guests = None
     try:
@@ -220,6 +222,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--rows", default=",".join(ROWS), help="comma-separated, of " + ",".join(ROWS))
     ap.add_argument("--top", type=int, default=0, help="show the K most called functions per row")
     ap.add_argument("--keep", action="store_true", help="keep the scratch dir")
+    ap.add_argument("--no-access-log", action="store_true", help="start oxsd with --no-access-log")
     args = ap.parse_args(argv)
     args.n = args.n or (5000 if args.tool == "cprofile" else 2000)
     args.rows = args.rows.split(",")
@@ -227,7 +230,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     if unknown:
         ap.error(f"unknown rows: {', '.join(sorted(unknown))}")
     results = run(args)
-    print(f"oxsd request path, {args.n} requests per row, access log on, tool {args.tool}")
+    print(f"oxsd request path, {args.n} requests per row, access log "
+          f"{'off' if args.no_access_log else 'on'}, tool {args.tool}")
     if args.tool == "cprofile":
         print(f"{'row':<16} {'py calls/req':>12} {'all calls/req':>13} {'syscalls/req':>12}")
     else:
