@@ -373,8 +373,11 @@ class Scheduler:
         try:
             self._serve_socket_batch(con)
         finally:
-            if self.cons.anonymous.get(xb.get_fd()) is con:
-                self._socket_step(con, _release_output, "write")
+            if self.cons.anonymous.get(xb.backend.fd) is con:
+                try:
+                    xb.release_output()
+                except (EndOfFile, OSError) as e:
+                    self._socket_failed(con, e, "write")
             else:
                 xb.backend.take_pending()  # dropped: nothing more goes out
 
@@ -404,11 +407,12 @@ class Scheduler:
                                writable: List["Connection"]) -> None:
         process = self.process
         anonymous = self.cons.anonymous
+        # Sockets only: con.xb.backend.fd is con.get_fd() without the two calls.
         for con in readable:
-            if anonymous.get(con.get_fd()) is con:
+            if anonymous.get(con.xb.backend.fd) is con:
                 self.serve_socket(con)
         for con in writable:
-            if anonymous.get(con.get_fd()) is con:
+            if anonymous.get(con.xb.backend.fd) is con:
                 self._socket_step(con, process.do_output, "write")
 
     def process_domains(self, polled: bool = False) -> None:
@@ -422,7 +426,7 @@ class Scheduler:
             return
         domains = self.cons.domains
         idle = True
-        for dom in self.doms.served_in_order():
+        for dom in self.doms.served_in_order() if self.doms.credited else ():
             if dom.bad_client or dom.io_credit <= 0 or dom.conflict_credit <= 0.0:
                 continue
             if self.serve_domain(dom, domains[dom.id], polled):
@@ -535,10 +539,6 @@ class Scheduler:
         log.info("store stat: nodes(%d) t-abort(%d) t-coalesce(%d)", nodes, aborts, coalesces)
         log.info("  con stat: anonymous(%d, %d o, %d w) domains(%d, %d o, %d w)",
                  lanon, lanon_ops, lanon_w, ldom, ldom_ops, ldom_w)
-
-
-def _release_output(con: "Connection") -> None:
-    con.xb.release_output()
 
 
 def _strerror(e: OSError) -> str:
