@@ -491,7 +491,8 @@ class AccessLog:
         self.read_ops = settings.access_log_read_ops
         self.transaction_ops = settings.access_log_transactions_ops
         self.special_ops = settings.access_log_special_ops
-        self._print_op = tuple(self._op_filter(Op(i)) for i in range(len(Op)))
+        # logs_op[op]: whether xb_op logs requests of that op (callers may test it first).
+        self.logs_op: Tuple[bool, ...] = tuple(self._op_filter(Op(i)) for i in range(len(Op)))
 
     @classmethod
     def disabled(cls) -> "NullAccessLog":
@@ -541,7 +542,7 @@ class AccessLog:
         self._log(con, tid, COMMIT, b"", logging.DEBUG)
 
     def xb_op(self, tid: int, con: str, ty: Op, data: bytes) -> None:
-        if self._print_op[ty]:
+        if self.logs_op[ty]:
             self._log(con, tid, _TYPE_FIELD[ty], data, logging.INFO)
 
     def start_transaction(self, tid: int, con: str) -> None:
@@ -588,6 +589,7 @@ class NullAccessLog(AccessLog):
     """The access log when it is off: every method is a no-op."""
 
     enabled = False
+    logs_op: Tuple[bool, ...] = (False,) * len(Op)
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         pass

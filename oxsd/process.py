@@ -724,7 +724,9 @@ class Process:
         if self.trace is not None:
             self.trace.packet_in(con, packet)
         self.process_packet(con, packet)
-        self.access_log.xb_op(packet.tid, con.domstr, packet.ty, packet.data)
+        access_log = self.access_log
+        if access_log.logs_op[packet.ty]:  # xb_op's own test, without the call for reads
+            access_log.xb_op(packet.tid, con.domstr, packet.ty, packet.data)
         con.stat_nb_ops += 1
 
     def do_output(self, con: Connection, nowait: bool = False) -> None:
