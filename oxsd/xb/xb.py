@@ -581,9 +581,12 @@ class Xb:
         out = self._out
         off = self._out_off
         if off >= len(out):
-            if not self.pkt_out.q:
+            q = self._q
+            if not q:
                 return True
-            out = self.pkt_out.pop().to_bytes()
+            pkt = q.popleft()  # BoundedQueue.pop, inline (every reply)
+            self._counts[_WE if pkt.ty == _WATCH_EVENT else _CR] -= 1
+            out = pkt.to_bytes()
             off = 0
         if nowait:
             off += self.backend.write_nowait(out, off)
