@@ -516,8 +516,11 @@ class AccessLog:
             prefix = ("" if self._prefix_open is None
                       else self._prefix_open + string_of_date() + self._prefix_close)
             tidf = con if tid == 0 else f"{con}.{tid}"
-            self.logger.write("%s %-12s %s %s" % (prefix, tidf, type_field, sanitize_data(data)),
-                              level)
+            if type(data) is bytes and not data.translate(None, _PLAIN):
+                text = data.translate(_NUL_TO_SPACE).decode("ascii")  # sanitize_data's usual case
+            else:
+                text = sanitize_data(data)
+            self.logger.write("%s %-12s %s %s" % (prefix, tidf, type_field, text), level)
         except Exception:
             pass  # the original ignores every failure of the access log
 

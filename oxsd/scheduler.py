@@ -6,7 +6,8 @@ replies and watch events is the order the loop produces them.
 Policy, as in oxenstored 4.17 (domains.md §7-8):
 
 * sockets are polled: a readable fd gets one input step, a writable fd one
-  output packet, per iteration;
+  output packet, per iteration (a socket holding input already read into
+  its buffer, `Xb.has_buffered_input`, counts as readable);
 * rings are not polled.  A domain is served (one input step and one output
   packet) on an iteration only while its `io_credit > 0`; credit comes from
   its event channel (+1 per notification), from the loop while the
