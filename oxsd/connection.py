@@ -199,7 +199,11 @@ class Connection:
     def send_reply(self, tid: int, rid: int, ty: Op, data: bytes) -> None:
         # Input is only read when a reply fits, so the queue cannot refuse it
         # (connection.ml asserts it; a real check, which `python -O` keeps).
-        if not self.xb.queue(self.packet_of(tid, rid, ty, data)):
+        if self.is_mmap and len(data) > XENSTORE_PAYLOAD_MAX:  # packet_of, inline (every reply)
+            accepted = self.xb.queue(Packet(tid, rid, Op.ERROR, _E2BIG))
+        else:
+            accepted = self.xb.queue(Packet(tid, rid, ty, data))
+        if not accepted:
             raise ReplyRefused()
 
     def send_error(self, tid: int, rid: int, err: str) -> None:
@@ -207,7 +211,8 @@ class Connection:
         self.send_reply(tid, rid, Op.ERROR, err.encode() + b"\0")
 
     def send_ack(self, tid: int, rid: int, ty: Op) -> None:
-        self.send_reply(tid, rid, ty, _OK)
+        accepted = self.xb.queue(Packet(tid, rid, ty, _OK))  # send_reply: OK always fits
+        assert accepted, "reply refused by the output queue"
 
     def do_input(self) -> Optional[Packet]:
         return self.xb.input()

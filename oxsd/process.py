@@ -123,6 +123,8 @@ class Process:
         # -T FILE: an object with packet_in(con, pkt) / packet_out(con, pkt), or None.
         self.trace = None
         self.stats = DaemonStats()
+        # The id-0 transaction every request outside a transaction runs in (_process_direct).
+        self._direct = txreg.make(0, store, internal=True)
         self._simple: Dict[Op, Tuple[int, Callable]] = {
             Op.DIRECTORY: (DATA, self.do_directory),
             Op.READ: (DATA, self.do_read),
@@ -154,17 +156,17 @@ class Process:
 
     # -- helpers --------------------------------------------------------
     def split_one_path(self, data: bytes, con: Connection) -> Path:
-        args = split(2, data)
+        args = data.split(b"\0", 1)  # split(2, data); Path.create decodes (decode_path)
         if len(args) == 2 and args[1] == b"":
-            return Path.create(decode_path(args[0]), con.get_path(), self.settings.quota_path_max)
+            return Path.create(args[0], con.base_path, self.settings.quota_path_max)
         raise InvalidCmdArgs()
 
     def process_watch(self, source: Connection, t: Transaction) -> None:
         """Fire the watches for every change the transaction recorded, oldest first."""
         oldroot = t.oldroot
-        newroot = t.get_root()
+        newroot = t.store.root  # t.get_root()
         cons = self.cons
-        for op, path in reversed(t.get_paths()):
+        for op, path in t.paths:  # oldest first
             if op is Op.WRITE or op is Op.MKDIR:
                 cons.fire_watches(source, (None, newroot), path, False)
             elif op is Op.RM:
@@ -173,15 +175,15 @@ class Process:
                 cons.fire_watches(source, (oldroot, newroot), path, False)
             else:
                 raise RuntimeError("huh ?")
-        cons.send_watchevents(source)
+        if source.pending_source_watchevents.q:  # send_watchevents flushes it: nothing to do if empty
+            cons.send_watchevents(source)
 
     @staticmethod
     def create_implicit_path(t: Transaction, perm, path: Path) -> None:
         """mkdir every missing ancestor of `path` (no watch fires for them)."""
-        dirname = path.get_parent()
-        if t.path_exists(dirname):
+        if t.store.path_exists(path[:-1]):  # the parent (no Path made for the usual case)
             return
-        hierarchy = dirname.get_hierarchy()[1:]
+        hierarchy = path.get_parent().get_hierarchy()[1:]
         missing: List[Path] = []
         for i, p in enumerate(hierarchy):
             if not t.path_exists(p):
@@ -256,10 +258,10 @@ class Process:
         raise InvalidCmdArgs()
 
     def do_write(self, con: Connection, t: Transaction, data: bytes) -> None:
-        args = split(2, data)
+        args = data.split(b"\0", 1)  # split(2, data); Path.create decodes (decode_path)
         if len(args) != 2:
             raise InvalidCmdArgs()
-        path = Path.create(decode_path(args[0]), con.get_path(), self.settings.quota_path_max)
+        path = Path.create(args[0], con.base_path, self.settings.quota_path_max)
         self.create_implicit_path(t, con.perm, path)
         t.write(con.perm, path, args[1])
 
@@ -608,17 +610,13 @@ class Process:
         try:
             kind, fct = self._table[ty]
             if tid == 0:
-                t = self.txreg.make(0, self.store)
-            else:
-                t = con.get_transaction(tid)
-            if tid == 0 and ty in RETAINED_IN_HISTORY:
-                response = self._execute_with_history(kind, fct, con, t, req)
-            else:
-                response = self.input_handle_error(kind, fct, con, t, req)
+                self._process_direct(con, req, ty, rid, kind, fct)
+                return
+            t = con.get_transaction(tid)
+            response = self.input_handle_error(kind, fct, con, t, req)
             try:
                 t.check_quota_exn(con.perm)
-                if tid != 0:
-                    t.add_operation(req, response)
+                t.add_operation(req, response)
             except Quota.LimitReached:
                 response = Error("EQUOTA")
             self.send_response(ty, con, t.get_id(), rid, response)
@@ -628,6 +626,63 @@ class Process:
             bt = "" if isinstance(exn, UnknownTransaction) else traceback.format_exc()
             log.error("process packet: %s. %s", exn_to_string(exn), bt)
             con.send_error(tid, rid, "EIO")
+
+    def _process_direct(self, con: Connection, req: Request, ty: Op, rid: int, kind: int,
+                        fct: Callable) -> None:
+        """process_packet outside a transaction, on the live store.
+
+        The same as the original's path (a `Transaction.make Transaction.none`,
+        input_handle_error, the history record of process.ml's
+        `execute_command`, check_quota_exn, the response and its `after`),
+        in the same order, without making a transaction, a response or a
+        closure per request: one id-0 transaction is reset and reused (a
+        request never starts while another runs), the reply is sent
+        directly and the watches of the changes fire after the ack.
+        `check_quota_exn` of a fresh id-0 transaction can only fail when
+        quota-maxrequests is 0 (it has no operations), and then for a
+        connection that is not dom0.
+        """
+        store = self.store
+        t = self._direct
+        t.reset_direct(store, self.txreg.counter)
+        limited = self.settings.quota_maxrequests == 0
+        record = None
+        before = store
+        if ty in RETAINED_IN_HISTORY:
+            dom = con.dom
+            record = dom is not None and not dom.is_free_to_conflict()
+            if record:
+                before = store.copy()
+        out = None
+        err = None
+        try:
+            if limited and not con.perm.is_dom0():
+                t.quota_reached = True
+                raise Quota.LimitReached()
+            out = fct(con, t, req.data)
+        except _HANDLED as exn:
+            err = error_name(exn)
+        if record is not None:
+            if record:
+                self.record_commit(con, 0, before, self.store.copy())
+            else:  # history keeps nothing for these connections; only the count moves
+                self.txreg.counter += 1
+        if limited and (t.quota_reached or not con.perm.is_dom0()):
+            err = "EQUOTA"
+        if err is not None:
+            con.send_error(0, rid, err)
+        elif kind == ACK:
+            con.send_ack(0, rid, ty)
+            self.process_watch(con, t)
+        elif kind == DATA:
+            con.send_reply(0, rid, ty, out)
+        elif kind == DATA_OR_ACK:
+            if out is None:
+                con.send_ack(0, rid, ty)
+            else:
+                con.send_reply(0, rid, ty, out)
+        else:
+            self.send_response(ty, con, 0, rid, out)
 
     def _execute_with_history(self, kind, fct, con: Connection, t: Transaction,
                               req: Request) -> Response:
@@ -676,7 +731,9 @@ class Process:
         started = perf_counter_ns()
         self.process_packet(con, packet)
         self._count_request(con, packet, perf_counter_ns() - started)
-        self.access_log.xb_op(packet.tid, con.domstr, packet.ty, packet.data)
+        access_log = self.access_log
+        if access_log.logs_op[packet.ty]:  # xb_op's own test, without the call for reads
+            access_log.xb_op(packet.tid, con.domstr, packet.ty, packet.data)
         con.stat_nb_ops += 1
 
     def _count_request(self, con: Connection, packet: Request, ns: int) -> None:
@@ -701,7 +758,9 @@ class Process:
         queued = xb.pkt_out.q
         if queued:  # has_new_output: log the head (even behind a half-written packet)
             pkt = queued[0]
-            self.access_log.xb_answer(pkt.tid, con.domstr, pkt.ty, pkt.data)
+            ty = pkt.ty
+            if ty == Op.ERROR or ty == Op.WATCH_EVENT:  # the only answers xb_answer logs
+                self.access_log.xb_answer(pkt.tid, con.domstr, ty, pkt.data)
             if not xb.has_old_output():  # the head is the packet written now
                 st = con.counters
                 st.bytes_out += 16 + len(pkt.data)

@@ -240,6 +240,7 @@ class Node:
 
 
 _VALID_PATH = re.compile(r"(?:/[A-Za-z0-9_@-]+)+")
+_valid_path = _VALID_PATH.fullmatch
 
 
 class Path(tuple):
@@ -258,7 +259,7 @@ class Path(tuple):
     @staticmethod
     def of_string(s: str | bytes) -> "Path":
         """Parse an absolute path; `@...` is one unchecked component. InvalidPath otherwise."""
-        if isinstance(s, (bytes, bytearray)):
+        if type(s) is not str:
             s = s.decode("latin-1")
         if not s:
             raise InvalidPath()  # the original fails with an index error: EINVAL too
@@ -266,7 +267,7 @@ class Path(tuple):
             return Path((s,))
         if s == "/":
             return _ROOT
-        if _VALID_PATH.fullmatch(s) is None:
+        if _valid_path(s) is None:
             raise InvalidPath()
         return Path(s[1:].split("/"))
 
@@ -274,7 +275,7 @@ class Path(tuple):
     def create(path: str | bytes, connection_path: str, path_max: int) -> "Path":
         """Resolve a client path (relative to `connection_path`), check its length
         against `path_max` (Settings.quota_path_max), and parse it."""
-        if isinstance(path, (bytes, bytearray)):
+        if type(path) is not str:
             path = path.decode("latin-1")
         return Path.of_string(path_validate(path, connection_path, path_max))
 
@@ -458,20 +459,28 @@ class Store:
         if not path:
             self.root.check_perm(perm, _W, activate)
             return self.root.set_value(value), False
-        created = False
-
-        def do_write(node: Node, name: str) -> Node:
-            nonlocal created
-            ent = node.children.get(name)
-            if ent is not None:
-                ent.check_perm(perm, _W, activate)
-                return node.replace_child(ent, ent.set_value(value))
-            created = True
+        # Path.apply_modify with the write inline (the hot path: no closure per write).
+        chain = []
+        node = self.root
+        for h in path[:-1]:
+            child = node.children.get(h)
+            if child is None:
+                raise LookupDoesntExist(h)
+            chain.append((node, child))
+            node = child
+        name = path[-1]
+        ent = node.children.get(name)
+        if ent is not None:
+            ent.check_perm(perm, _W, activate)
+            new = node.replace_child(ent, ent.set_value(value))
+            created = False
+        else:
             node.check_perm(perm, _W, activate)
-            return node.add_child(Node.create(name, node.perms, value))
-
-        root = Path.apply_modify(self.root, path, do_write)
-        return root, created
+            new = node.add_child(Node.create(name, node.perms, value))
+            created = True
+        for parent, child in reversed(chain):
+            new = parent.replace_child(child, new)
+        return new, created
 
     def path_rm(self, perm: Perms.Connection, path: Path) -> Node:
         activate = self.settings.perms_activate

@@ -20,6 +20,7 @@ Paths handled here are `str` holding one character per wire byte
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import socket
@@ -178,20 +179,39 @@ def path_validate(path: str, connection_path: str, path_max: int) -> str:
     if not path:
         raise InvalidPath()
     c = path[0]
-    abs_path = path if c == "/" or c == "@" else connection_path + path
-    length = len(abs_path)
-    m = _DOMAIN_PREFIX.match(abs_path)
-    if m is not None:
-        try:
-            # Scanf converts the token with int_of_string; an overflow makes the
-            # whole match fail, and then the full length counts.
-            int_of_string(m.group(1))
-            length -= m.end()
-        except IntOfStringFailure:
-            pass
+    if c == "/" or c == "@":
+        abs_path = path
+        length = len(path)
+        if path.startswith("/local/domain/"):
+            length -= _domain_prefix_len(path)
+    else:
+        # A connection path is `/local/domain/<n>/` itself: its prefix is the
+        # one the whole path has, computed once per connection path.
+        abs_path = connection_path + path
+        n = _connection_prefix_len(connection_path)
+        if n != len(connection_path):  # not exactly a `/local/domain/<n>/`: match it all
+            n = _domain_prefix_len(abs_path)
+        length = len(abs_path) - n
     if length > path_max:
         raise InvalidPath()
     return abs_path
+
+
+def _domain_prefix_len(abs_path: str) -> int:
+    """Length of a leading `/local/domain/<n>/` (Scanf "/local/domain/%d/%n"), else 0."""
+    m = _DOMAIN_PREFIX.match(abs_path)
+    if m is None:
+        return 0
+    try:
+        # Scanf converts the token with int_of_string; an overflow makes the
+        # whole match fail, and then the full length counts.
+        int_of_string(m.group(1))
+    except IntOfStringFailure:
+        return 0
+    return m.end()
+
+
+_connection_prefix_len = functools.lru_cache(maxsize=1024)(_domain_prefix_len)
 
 
 def create_unix_socket(name: str) -> socket.socket:
