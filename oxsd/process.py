@@ -684,20 +684,6 @@ class Process:
         else:
             self.send_response(ty, con, 0, rid, out)
 
-    def _execute_with_history(self, kind, fct, con: Connection, t: Transaction,
-                              req: Request) -> Response:
-        dom = con.dom
-        if dom is None or dom.is_free_to_conflict():
-            # History keeps nothing for these connections; only the count moves.
-            response = self.input_handle_error(kind, fct, con, t, req)
-            self.txreg.counter += 1
-            return response
-        before = self.store.copy()
-        response = self.input_handle_error(kind, fct, con, t, req)
-        after = self.store.copy()
-        self.record_commit(con, 0, before, after)
-        return response
-
     @staticmethod
     def send_response(ty: Op, con: Connection, tid: int, rid: int, response: Response) -> None:
         if isinstance(response, Ack):
