@@ -166,7 +166,10 @@ class Connection:
         self.xb.close()
 
     def do_reconnect(self) -> None:
-        """Ring reconnection: reset the connection but keep identity and the global trie."""
+        """Ring reconnection: reset the transport, transactions and watch table (Connection.do_reconnect).
+
+        The watches in the global trie are Connections.del_watches's job (XSA-512).
+        """
         self.xb.reconnect()
         self.transactions.clear()
         self.next_tid = INITIAL_NEXT_TID

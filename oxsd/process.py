@@ -695,9 +695,16 @@ class Process:
         self.do_output(con, True)
 
     def _reconnect(self, con: Connection) -> None:
+        """History.reconnect, with XSA-512's fix: the watches leave the global trie too."""
         log.info("%s requests a reconnect", con.domstr)
         self.history.trim()
         con.do_reconnect()
+        # XSA-512 (CVE-2026-79604): before 4.17.7+13 the trie kept the old
+        # watches, so they fired after the reconnect and a guest reconnecting
+        # in a loop grew the trie without bound.  The fixed build behaves as
+        # Connections.del_watches: the watch table is reset (back to its
+        # initial bucket count, visible in CONTROL watches order) as well.
+        self.cons.del_watches(con)
         log.info("%s reconnection complete", con.domstr)
 
 

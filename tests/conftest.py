@@ -17,16 +17,32 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from oxsd.diff.daemons import (KINDS, DaemonError, DaemonSettings,  # noqa: E402
-                               debian_conf, make_scratch, start_daemon)
+from oxsd.diff.daemons import (KINDS, PINNED_REFERENCE, DaemonError,  # noqa: E402
+                               DaemonSettings, debian_conf, make_scratch,
+                               ocaml_ref_work, reference_version, start_daemon)
 from support.env import Clients, ensure_clients, ensure_reference  # noqa: E402
 from support.guests import XensimGuests, load_xensim  # noqa: E402
 
 
+_REFERENCE_USED: list[Path] = []  # the session's reference kit, once a test asked for it
+
+
 @pytest.fixture(scope="session")
 def ocaml_ref() -> Path:
-    """The reference kit directory (built)."""
-    return ensure_reference()
+    """The reference kit directory (built, of the pinned version)."""
+    ref = ensure_reference()
+    _REFERENCE_USED.append(ref)
+    return ref
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Say once which reference build the differential tests compared with."""
+    if _REFERENCE_USED:
+        terminalreporter.write_line(
+            f"reference: Debian oxenstored {reference_version()} (xen-utils-4.17, pinned "
+            f"{PINNED_REFERENCE}) from {_REFERENCE_USED[0]}, built in {ocaml_ref_work()}")
+    else:
+        terminalreporter.write_line("reference: not used by the tests of this run")
 
 
 @pytest.fixture(scope="session")

@@ -38,6 +38,9 @@ __all__ = [
     "start_reference", "start_oxsd", "find_ocaml_ref", "ocaml_ref_work",
     "debian_conf", "write_config", "init_sim_dir", "make_scratch",
     "REPO_ROOT",
+    "PINNED_REFERENCE",
+    "reference_version",
+    "check_reference_version",
 ]
 
 KINDS = ("ocaml", "oxsd")
@@ -115,6 +118,35 @@ def ocaml_ref_work() -> Path:
         return Path(env)
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
     return Path(cache) / "ocaml-ref"
+
+
+#: The Debian build of oxenstored that oxsd is compared with (xen-utils-4.17).
+PINNED_REFERENCE = "4.17.7+13-g2445b30a44-0+deb12u1"
+
+
+def reference_version() -> str | None:
+    """The xen-utils-4.17 version the reference kit extracted (its _deps/versions.txt)."""
+    try:
+        text = (ocaml_ref_work() / "_deps" / "versions.txt").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        fields = line.split()
+        if fields[:2] == ["Package:", "xen-utils-4.17"] and len(fields) >= 4:
+            return fields[3]
+    return None
+
+
+def check_reference_version() -> str:
+    """The reference's version; DaemonError unless it is the pinned build."""
+    found = reference_version()
+    if found != PINNED_REFERENCE:
+        raise DaemonError(
+            f"the reference oxenstored in {ocaml_ref_work()} is "
+            f"{found or 'of unknown version'}, not the pinned {PINNED_REFERENCE}: "
+            "comparing against it proves nothing about the target; run "
+            "../shared/ocaml-ref/build.sh (it rebuilds a cache of another version)")
+    return found
 
 
 def clients_cache() -> Path:
@@ -302,6 +334,8 @@ def start_reference(scratch: Path, sim_dir: Path | None = None,
     if ref is None:
         raise DaemonError("OCaml reference not found (set OCAML_REF or check "
                           "<repo>/../shared/ocaml-ref)")
+    if not settings.binary:  # Debian's build: only the pinned one is the reference
+        check_reference_version()
     scratch = Path(scratch).resolve()
     sim_dir = Path(sim_dir).resolve() if sim_dir else scratch / "sim"
     scratch.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from oxsd.diff.cli import diff_scenario, main as diff_main, record
 from oxsd.diff.daemons import DaemonError, DaemonSettings, debian_conf
 from oxsd.diff.guests import SimGuests
@@ -172,6 +174,26 @@ def test_config_test_of_a_missing_file_exits_0_like_the_reference(ocaml_ref, tmp
     assert ocaml == (0, f"Configuration valid at {tmp_path / 'missing.conf'}\n",
                      f"error: config: {tmp_path / 'missing.conf'}: No such file or directory")
     assert _config_test("oxsd", args, tmp_path) == ocaml
+
+
+_BACKTRACE_FRAME = re.compile(r"^(Raised |Called from |  File |    )")
+
+
+@pytest.mark.parametrize("text", ["quota-maxwatch\n", "quota-maxwatch = abc\n",
+                                  "foo = 1\n", "quota-maxwatch = abc\nquota-maxent = x\n"],
+                         ids=["no-equals", "bad-int", "unknown-key", "two-errors"])
+def test_config_test_of_a_bad_file_matches_the_reference(text, ocaml_ref, tmp_path):
+    """Messages and exit status as the original's; only the backtrace's frames
+    (OCaml's source lines there, Python's here) differ."""
+    conf = tmp_path / "test.conf"
+    conf.write_text(text)
+    args = ["--config-test", "--config-file", str(conf)]
+    results = {}
+    for kind in ("ocaml", "oxsd"):
+        status, out, err = _config_test(kind, args, tmp_path)
+        lines = [line for line in err.splitlines() if line and not _BACKTRACE_FRAME.match(line)]
+        results[kind] = (status, out, lines)
+    assert results["oxsd"] == results["ocaml"]
 
 
 # ------------------------------------------------------- access-log import

@@ -3,17 +3,14 @@
 The interoperability half of spec/sim.md: the sim dir, guests, rings and
 clients made by oxsd are served by Debian's oxenstored running on the fake
 libraries.  Needs root (the launcher uses `unshare -m`) and the built
-reference (~/.cache/ocaml-ref, by /work/shared/ocaml-ref/build.sh).
+reference, which the session fixture `xensim` (tests/conftest.py) builds.
 """
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
@@ -21,33 +18,13 @@ from oxsd.sim import cli
 from oxsd.sim.client import SocketClient, XsError
 from oxsd.sim.guest import Guest, Sim, dom0_ring_client
 
-REPO = Path(__file__).resolve().parents[2]
-REF_DIR = Path(os.environ.get("OCAML_REF") or REPO.parent / "shared" / "ocaml-ref")
-REF_WORK = Path(os.environ.get("OCAML_REF_WORK")
-                or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ocaml-ref")
 LAZY_TIMEOUT = 45.0  # the ring scan runs inside periodic_ops: at most every 15 s
 
 
-def _skip_reason() -> str | None:
-    if not (REF_DIR / "xensim.py").is_file():
-        return f"OCaml reference not found at {REF_DIR} (set OCAML_REF)"
-    if not (REF_WORK / "_build" / "lib" / "libxenevtchn.so.1").exists():
-        return f"reference oxenstored not built in {REF_WORK} (run {REF_DIR}/build.sh)"
-    if os.geteuid() != 0:
-        return "the reference launcher needs root (unshare -m)"
-    return None
-
-
-pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
-
-
 @pytest.fixture(scope="module")
-def X():
-    sys.path.insert(0, str(REF_DIR))
-    try:
-        return importlib.import_module("xensim")
-    finally:
-        sys.path.remove(str(REF_DIR))
+def X(xensim):
+    """The reference kit's xensim, built (or the test skipped/failed) by the session fixture."""
+    return xensim
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,15 @@ so that a CI run can never pass by skipping everything.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from oxsd.diff.daemons import REPO_ROOT, find_ocaml_ref, ocaml_ref_work
+from oxsd.diff.daemons import (REPO_ROOT, DaemonError, check_reference_version, find_ocaml_ref,
+                               ocaml_ref_work)
 
 __all__ = ["unavailable", "ensure_reference", "ensure_clients", "Clients", "in_ci"]
 
@@ -31,21 +33,37 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+def check_reference_version_quietly() -> str | None:
+    """The pinned version when the cache holds it, else None."""
+    try:
+        return check_reference_version()
+    except DaemonError:
+        return None
+
+
 def ensure_reference() -> Path:
-    """The reference kit, built (its build.sh is idempotent and only runs
-    when the fake libs are missing)."""
+    """The reference kit, built and of the pinned version (its build.sh is
+    idempotent: it runs when the fake libs are missing, and rebuilds a cache
+    of another version)."""
     ref = find_ocaml_ref()
     if ref is None:
         unavailable("OCaml reference kit not found: set OCAML_REF or provide "
                     f"{REPO_ROOT.parent / 'shared' / 'ocaml-ref'}")
     if os.geteuid() != 0:
         unavailable("the OCaml reference needs root (unshare -m and bind mounts)")
-    if not (ocaml_ref_work() / "_build" / "lib" / "libxenevtchn.so.1").exists():
+    if shutil.which("gcc") is None:
+        unavailable("no C compiler (gcc) to build the reference kit's fake libraries")
+    built = (ocaml_ref_work() / "_build" / "lib" / "libxenevtchn.so.1").exists()
+    if not built or check_reference_version_quietly() is None:
         res = subprocess.run([str(ref / "build.sh")], capture_output=True, text=True,
                              timeout=900)
         if res.returncode != 0:
             pytest.fail(f"{ref}/build.sh failed ({res.returncode}):\n{res.stderr[-3000:]}",
                         pytrace=False)
+    try:
+        check_reference_version()
+    except DaemonError as e:  # a stale cache: never compare against it
+        pytest.fail(str(e), pytrace=False)
     return ref
 
 
