@@ -6,7 +6,8 @@ resident set size (VmRSS from /proc/<pid>/status) after start-up, after
 writing N nodes (default 50000: /bench/d<i // 100>/k<i>, 32-byte values,
 pipelined over one socket), after G socket connections each holding a
 watch (default 200), and after the nodes are removed again.  Prints MiB per
-stage and the ratio oxsd/ocaml.
+stage and the ratio oxsd/ocaml, and the daemon's CPU for the writes (what a
+smaller PyPy nursery costs).
 
     python3 bench/bench_memory.py                 # N=50000, G=200
     python3 bench/bench_memory.py -n 200000 --kinds oxsd
@@ -22,8 +23,8 @@ import socket
 import sys
 import time
 
-from _common import (HDR, DaemonError, DaemonSettings, Runtime, add_runtime_args, pin_client,
-                     pump, rss_kib, runtimes, start_runtime, stop)
+from _common import (HDR, DaemonError, DaemonSettings, Runtime, add_runtime_args, cpu_seconds,
+                     pin_client, pump, rss_kib, runtimes, start_runtime, stop)
 
 XS_WATCH, XS_RM, XS_WRITE = 4, 13, 11
 STAGES = ("started", "nodes", "watches", "removed")
@@ -55,7 +56,9 @@ def bench_kind(rt: Runtime, args) -> dict | str:
                   for i in range(args.n)]
         with connect(daemon.socket_path) as sock:
             io = (sock.sendall, lambda: sock.recv(1 << 16))
+            cpu0 = cpu_seconds(daemon.pid)
             done, errors = pump(*io, writes, 16, time.monotonic() + 600)
+            out["cpu_nodes"] = cpu_seconds(daemon.pid) - cpu0
             if done != args.n or errors:
                 raise RuntimeError(f"{done}/{args.n} writes answered, {errors} errors")
             out["nodes"] = rss_kib(daemon.pid)
@@ -111,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
             if label not in worst or r > worst[label][0]:
                 worst[label] = (r, stage)
         print(row)
+    print(f"{'cpu s':<9}" + "".join(
+        f" {results[lb]['cpu_nodes']:>14.2f}" if isinstance(results[lb], dict) else f" {'n/a':>14}"
+        for lb in labels) + f"   (daemon CPU writing the {args.n} nodes)")
     print("summary bench_memory: " + ("; ".join(
         f"{label}/ocaml worst {r:.2f} ({stage}, {results[label][stage] / 1024:.1f} MiB)"
         for label, (r, stage) in worst.items()) or "no ratio"))
