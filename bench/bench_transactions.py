@@ -170,17 +170,18 @@ def timed(daemon, work: list) -> dict:
     return {"rate": done / dt, "cpu": cpu / done * 1e6, "retries": sum(r[1] for r in results)}
 
 
-def run_row(daemon, row: str, n: int) -> dict:
+def run_row(daemon, row: str, n: int, domid: int = 7) -> dict:
+    """One row's cycles (the guest row on a new guest `domid`)."""
     path = daemon.socket_path
     if row == "pipelined":
         return timed(daemon, [lambda: pipelined_cycles(path, n)])
     if row == "guest":
         sim = Sim(str(daemon.sim_dir))
         with connect(path) as d0:
-            g = Guest(sim, 7)
-            d0.mkdir("/local/domain/7")
-            d0.set_perms("/local/domain/7", ["n7"])
-            d0.introduce(7, g.mfn, g.port)
+            g = Guest(sim, domid)
+            d0.mkdir(f"/local/domain/{domid}")
+            d0.set_perms(f"/local/domain/{domid}", [f"n{domid}"])
+            d0.introduce(domid, g.mfn, g.port)
         try:
             return timed(daemon, [lambda: sequential_cycles(g, "data/t", n)])
         finally:
@@ -210,7 +211,7 @@ def bench_kind(rt: Runtime, n: int, rows, warmup: int) -> dict | str:
         out = {}
         for row in rows:
             if warmup > 0:
-                run_row(daemon, row, warmup)
+                run_row(daemon, row, warmup, domid=8)  # the warm-up's own guest
             out[row] = run_row(daemon, row, n)
         return out
     except (OSError, RuntimeError, ConnectionError) as e:
