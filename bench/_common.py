@@ -282,7 +282,7 @@ def print_table(title: str, labels: list[str], results: dict,
     for label, res in results.items():
         if isinstance(res, str):
             print(f"  {label}: {res}")
-    others = [lb for lb in labels if lb != "ocaml"] if "ocaml" in labels else []
+    others = compared_to_ocaml(labels)
     head = f"{'op':<6} {'depth':>5}"
     for label in labels:
         head += f" | {label + ' best':>15} {'median':>9} {'spread':>6} {'cpu/op':>10}"
@@ -307,7 +307,7 @@ def print_table(title: str, labels: list[str], results: dict,
         for label in others:
             if label in med and "ocaml" in med:
                 ratio = med[label] / med["ocaml"]
-                ratios.append((label, ratio, f"{name} x{depth}"))
+                ratios.append((ratio_label(label), ratio, f"{name} x{depth}"))
                 line += f" | {ratio:>14.2f}"
             else:
                 line += f" | {'-':>14}"
@@ -315,13 +315,21 @@ def print_table(title: str, labels: list[str], results: dict,
     return ratios
 
 
-def print_summary(script: str, ratios: list[tuple[str, float, str]]) -> None:
-    """One line: the worst ratio to ocaml over the rows, per runtime."""
+def compared_to_ocaml(labels: list[str]) -> list[str]:
+    """The runtimes that get a ratio column: all but ocaml, when ocaml is there."""
+    return [lb for lb in labels if lb != "ocaml"] if "ocaml" in labels else []
+
+
+def print_summary(script: str, ratios: list[tuple[str, float, str]],
+                  higher_is_worse: bool = False) -> None:
+    """One line: per ratio name, the worst over the rows (the lowest; the highest with
+    higher_is_worse, for times and memory).  ratios: (name, ratio, row)."""
     worst: dict[str, tuple[float, str]] = {}
-    for label, ratio, row in ratios:
-        if label not in worst or ratio < worst[label][0]:
-            worst[label] = (ratio, row)
-    parts = [f"{ratio_label(label)} worst {r:.2f} ({row})" for label, (r, row) in worst.items()]
+    for name, ratio, row in ratios:
+        if (name not in worst or (ratio > worst[name][0] if higher_is_worse
+                                  else ratio < worst[name][0])):
+            worst[name] = (ratio, row)
+    parts = [f"{name} worst {r:.2f} ({row})" for name, (r, row) in worst.items()]
     print(f"summary {script}: " + ("; ".join(parts) if parts else "no ratio (no ocaml row)"))
 
 

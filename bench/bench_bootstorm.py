@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (DaemonError, DaemonSettings, GuestFactory, Runtime,  # noqa: E402
                      add_runtime_args, alternating, cpu_seconds, pin_client, pinning_note,
-                     runtimes, start_runtime, stop)
+                     print_summary, runtimes, start_runtime, stop)
 from oxsd.sim.client import SocketClient, XsClient, XsError  # noqa: E402
 from oxsd.xb.op import Op  # noqa: E402
 
@@ -403,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
           f"daemon, access log {'off' if args.no_access_log else 'on'}, {pinning_note(pinned)}")
     print(f"{'guests':>6} {'runtime':<12} {'wall best':>10} {'median':>8} {'p50 hs':>8} "
           f"{'p99 hs':>8} {'retries':>8} {'cpu s':>6} {'wall/ocaml':>10}")
-    worst: dict[str, tuple[float, int]] = {}
+    ratios = []
     ok = True
     for n in sizes:
         ocaml_med = None
@@ -422,15 +422,13 @@ def main(argv: list[str] | None = None) -> int:
                 ocaml_med = med
             ratio = f"{med / ocaml_med:>10.2f}" if ocaml_med and rt.label != "ocaml" else ""
             if ratio:
-                if rt.label not in worst or med / ocaml_med > worst[rt.label][0]:
-                    worst[rt.label] = (med / ocaml_med, n)
+                ratios.append((f"{rt.label} wall/ocaml", med / ocaml_med, f"{n} guests"))
             flag = f"  ({len(incomplete)} storm(s) incomplete)" if incomplete else ""
             ok = ok and not incomplete
             print(f"{n:>6} {rt.label:<12} {min(walls):>9.3f}s {med:>7.3f}s {p50:>7.3f}s "
                   f"{p99:>7.3f}s {statistics.median(r['retries'] for r in res):>8.0f} "
                   f"{statistics.median(r['cpu'] for r in res):>6.2f}{ratio}{flag}")
-    parts = [f"{label} wall/ocaml worst {r:.2f} ({n} guests)" for label, (r, n) in worst.items()]
-    print("summary bench_bootstorm: " + ("; ".join(parts) if parts else "no ratio"))
+    print_summary("bench_bootstorm", ratios, higher_is_worse=True)
     return 0 if ok else 1
 
 

@@ -28,8 +28,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (OP_CODES, OPS_BY_DEPTH, DaemonError, DaemonSettings,  # noqa: E402
-                     GuestFactory, add_runtime_args, alternating, cpu_seconds, pin_client,
-                     pinning_note, rss_kib, runtimes, start_runtime, stop, summarize)
+                     GuestFactory, add_runtime_args, alternating, compared_to_ocaml,
+                     cpu_seconds, pin_client, pinning_note, print_summary, rss_kib, runtimes,
+                     start_runtime, stop, summarize)
 from bench_socket import SocketTarget  # noqa: E402
 
 FIRST_DOMID = 10
@@ -149,31 +150,27 @@ def main(argv: list[str] | None = None) -> int:
               f"over {args.idle_seconds:g} s; RSS {i['rss0'] / 1024:.1f} -> "
               f"{i['rss1'] / 1024:.1f} MiB; {i['sampled']} sampled guests answered")
     ok = [lb for lb in labels if lb not in failed]
-    others = [lb for lb in ok if lb != "ocaml"] if "ocaml" in ok else []
+    others = compared_to_ocaml(ok)
     head = f"{'op':<6} {'depth':>5}"
     for label in ok:
         head += f" | {label + ' 0 g':>14} {f'{args.guests} g':>9} {'ratio':>6}"
     for label in others:
         head += f" | {label + '/ocaml':>14}"
     print(head + "   (median ops/s; ratio = with/without guests)")
-    worst: dict[str, tuple[float, str]] = {}
+    ratios = []
     for row in ROWS:
         line = f"{row[0]:<6} {row[1]:>5}"
+        where = f"{row[0]} x{row[1]}"
         for label in ok:
             a, b = without[label][row]["median"], with_guests[label][row]["median"]
             line += f" | {a:>14,.0f} {b:>9,.0f} {b / a:>6.2f}"
-            key = f"{label} with/without"
-            if key not in worst or b / a < worst[key][0]:
-                worst[key] = (b / a, f"{row[0]} x{row[1]}")
+            ratios.append((f"{label} with/without", b / a, where))
         for label in others:
             r = with_guests[label][row]["median"] / with_guests["ocaml"][row]["median"]
             line += f" | {r:>14.2f}"
-            key = f"{label}/ocaml with guests"
-            if key not in worst or r < worst[key][0]:
-                worst[key] = (r, f"{row[0]} x{row[1]}")
+            ratios.append((f"{label}/ocaml with guests", r, where))
         print(line)
-    print("summary bench_idle_guests: "
-          + "; ".join(f"{k} worst {r:.2f} ({row})" for k, (r, row) in worst.items()))
+    print_summary("bench_idle_guests", ratios)
     return 0 if not failed else 1
 
 

@@ -23,8 +23,8 @@ import socket
 import sys
 import time
 
-from _common import (HDR, DaemonError, DaemonSettings, Runtime, add_runtime_args, cpu_seconds,
-                     pin_client, pump, rss_kib, runtimes, start_runtime, stop)
+from _common import (HDR, DaemonError, DaemonSettings, Runtime, add_runtime_args,
+                     compared_to_ocaml, cpu_seconds, pin_client, print_summary, pump, rss_kib, runtimes, start_runtime, stop)
 
 XS_WATCH, XS_RM, XS_WRITE = 4, 13, 11
 STAGES = ("started", "nodes", "watches", "removed")
@@ -97,12 +97,12 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(res, str):
             print(f"  {label}: {res}")
     labels = list(results)
-    others = [lb for lb in labels if lb != "ocaml" and isinstance(results[lb], dict)]
+    others = [lb for lb in compared_to_ocaml(labels) if isinstance(results[lb], dict)]
     if not isinstance(results.get("ocaml"), dict):
         others = []
     head = f"{'stage':<9}" + "".join(f" {label + ' MiB':>14}" for label in labels)
     print(head + "".join(f" {label + '/ocaml':>16}" for label in others))
-    worst: dict[str, tuple[float, str]] = {}
+    ratios = []
     for stage in STAGES:
         row = f"{stage:<9}"
         for label in labels:
@@ -111,15 +111,12 @@ def main(argv: list[str] | None = None) -> int:
         for label in others:
             r = results[label][stage] / results["ocaml"][stage]
             row += f" {r:>16.2f}"
-            if label not in worst or r > worst[label][0]:
-                worst[label] = (r, stage)
+            ratios.append((f"{label}/ocaml", r, f"{stage}, {results[label][stage] / 1024:.1f} MiB"))
         print(row)
     print(f"{'cpu s':<9}" + "".join(
         f" {results[lb]['cpu_nodes']:>14.2f}" if isinstance(results[lb], dict) else f" {'n/a':>14}"
         for lb in labels) + f"   (daemon CPU writing the {args.n} nodes)")
-    print("summary bench_memory: " + ("; ".join(
-        f"{label}/ocaml worst {r:.2f} ({stage}, {results[label][stage] / 1024:.1f} MiB)"
-        for label, (r, stage) in worst.items()) or "no ratio"))
+    print_summary("bench_memory", ratios, higher_is_worse=True)
     return 0 if all(isinstance(r, dict) for r in results.values()) else 1
 
 

@@ -41,8 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (HDR, XS_ERROR, XS_TRANSACTION_END, XS_TRANSACTION_START,  # noqa: E402
-                     XS_WRITE, Runtime, add_runtime_args, alternating, cpu_seconds, pin_client,
-                     pinning_note, print_summary, runtimes, split_replies, start_runtime, stop)
+                     XS_WRITE, Runtime, add_runtime_args, alternating, compared_to_ocaml,
+                     cpu_seconds, pin_client, pinning_note, print_summary, runtimes,
+                     split_replies, start_runtime, stop)
 from oxsd.diff.daemons import DaemonError, DaemonSettings  # noqa: E402
 from oxsd.sim.client import SocketClient  # noqa: E402
 from oxsd.sim.guest import Guest, Sim  # noqa: E402
@@ -254,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, msg in failed.items():
         print(f"{label}: {msg}")
     labels = [rt.label for rt in rts if rt.label not in failed]
-    others = [lb for lb in labels if lb != "ocaml"] if "ocaml" in labels else []
+    others = compared_to_ocaml(labels)
     head = f"{'row':<26}" + "".join(f" {lb + ' cyc/s':>16} {'cpu':>7}" for lb in labels)
     print(head + "".join(f" {lb + '/ocaml':>16}" for lb in others) + "  retries")
     ratios = []
@@ -265,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             cpu = statistics.median(r[row]["cpu"] for r in runs[lb])
             line += f" {med[lb]:>16,.0f} {cpu:>4.0f} us"
         for lb in others:
-            ratios.append((lb, med[lb] / med["ocaml"], LABELS[row]))
+            ratios.append((f"{lb}/ocaml", med[lb] / med["ocaml"], LABELS[row]))
             line += f" {med[lb] / med['ocaml']:>16.2f}"
         line += "  " + "/".join(str(statistics.median(r[row]["retries"] for r in runs[lb]))
                                 for lb in labels)
