@@ -5,7 +5,7 @@
 built once at start-up from the file and the flags, and passed to whoever
 needs it: there are no module-level mutable limits (unlike define.ml).
 
-Reading a file (config.md §2-§5):
+Reading a file (config.ml: read, xenstored.ml: parse_config):
 
 * `parse_lines(data)` splits the text into `(key, value)` pairs exactly as
   `Config.parse_line`: trim spaces and tabs only (a CR stays), skip empty

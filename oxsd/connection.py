@@ -2,7 +2,7 @@
 
 A connection owns its transport (`Xb`), its open transactions, its watches
 and the "source pipe" of watch events it caused.  Watch events travel
-through three bounded stages (watches.md §5): the source connection's pipe
+through three bounded stages (connection.ml: source_flush_watchevents): the source connection's pipe
 (practically unbounded; while non-empty the source may not send requests),
 the watch's own pipe (capacity `quota-maxwatchevents`) and the watcher's
 output queue.  Each push flushes as far down as it can, so in the normal
@@ -18,6 +18,7 @@ from . import perms as Perms
 from . import quota as Quota
 from .define import AlreadyExist
 from .ocaml_hashtbl import Hashtbl
+from .stats import ConnStats
 from .xb.op import Op
 from .xb.packet import Packet
 
@@ -122,6 +123,7 @@ class Connection:
         self.domstr = f"A{anonid}" if dom is None else f"D{dom.id}"
         self.base_path = get_path_of_domid(0 if dom is None else dom.id)
         self.is_mmap = dom is not None
+        self.counters = ConnStats()  # oxsd's own counters (oxsd-top); no 4.17 behaviour reads them
         # Practically unbounded: bounded only by what one request can fire.
         self.pending_source_watchevents: BoundedPipe[Tuple[Watch, Packet]] = BoundedPipe(
             1 << 62, lambda item: item[0].pending_watchevents.push(item[1]))
@@ -188,6 +190,7 @@ class Connection:
         assert accepted, "reply refused by the output queue"
 
     def send_error(self, tid: int, rid: int, err: str) -> None:
+        self.counters.count_error(err)
         self.send_reply(tid, rid, Op.ERROR, err.encode() + b"\0")
 
     def send_ack(self, tid: int, rid: int, ty: Op) -> None:
@@ -287,6 +290,7 @@ class Connection:
         """Queue an event for `watch` with this connection as its source."""
         data = watch.path.encode("latin-1") + b"\0" + watch.token + b"\0"
         pkt = watch.con.packet_of(0, 0, Op.WATCH_EVENT, data)
+        watch.con.counters.events_queued += 1
         if not self.pending_source_watchevents.push((watch, pkt)):
             raise RuntimeError("watch event overflow, cannot happen")
 

@@ -211,7 +211,13 @@ class Connections:
                 len(doms), sum(o for _, o in doms), sum(w for w, _ in doms))
 
     def debug(self) -> str:
-        return "".join(c.debug() for c in self.iter())
+        """CONTROL watches: domains, then sockets, each table in the reverse of its
+        Hashtbl.fold order (the original conses onto a list as it folds).  Domains
+        are keyed by domid, so their order is the original's; sockets are keyed by
+        fd, and oxsd's fds are not the original's (docs/deviations.md)."""
+        def listed(table: Dict[int, Connection]) -> List[Connection]:
+            return list(reversed(hashtbl_order(table))) if len(table) > 1 else list(table.values())
+        return "".join(c.debug() for c in listed(self.domains) + listed(self.anonymous))
 
     def debug_watchevents(self, con: Connection) -> str:
         # The set behind these counts is never filled in the original.

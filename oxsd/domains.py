@@ -1,6 +1,6 @@
 """The registry of introduced domains and the conflict-credit queues (port of domains.ml).
 
-Conflict credit (domains.md §9): a domain whose commits make other domains'
+Conflict credit (domains.ml: decr_conflict_credit): a domain whose commits make other domains'
 transactions fail loses a point per conflict; at zero it is paused (its
 ring is not served) until `frequent_ops` pays credit back, one point per
 `conflict-max-history-seconds`, to the first domain queued (aggregate mode)

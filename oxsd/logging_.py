@@ -1,6 +1,6 @@
 """The xenstored log and the access log (port of logging.ml).
 
-Goals: the same bytes in the same files as oxenstored (logging.md), and an
+Goals: the same bytes in the same files as oxenstored (logging.ml), and an
 access log cheap enough for the request path.
 
 **Loggers.**  A `FileLogger` or `SyslogLogger` does the writing
@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple, Union
 from . import syslog as Syslog
 from .config import LOG_LEVELS, UnknownLevel
 from .define import xenstored_major, xenstored_minor
+from .printexc import ocaml_exn_str
 from .utils import ocaml_escaped
 from .xb.op import Op
 
@@ -164,7 +165,7 @@ class _DateCache:
         return self.head + _MS[int(1000.0 * (t - sec))]
 
 
-# string_of_date(t=None): UTC `YYYYMMDDTHH:MM:SS.mmmZ`, milliseconds truncated (logging.md §1.4).
+# string_of_date(t=None): UTC `YYYYMMDDTHH:MM:SS.mmmZ`, milliseconds truncated (logging.ml: string_of_date).
 string_of_date = _DateCache()
 
 
@@ -611,8 +612,7 @@ class NullAccessLog(AccessLog):
 
 def exn_to_string(exc: BaseException) -> str:
     """Printexc.to_string where we know the OCaml form (KeyError is Not_found, Failure,
-    Sys_error, ...: disk.ocaml_exn_str), else the Python repr."""
-    from .disk import ocaml_exn_str  # lazy: disk imports the store
+    Sys_error, ...: printexc.ocaml_exn_str), else the Python repr."""
     return ocaml_exn_str(exc)
 
 

@@ -1,6 +1,6 @@
 """Per-domain node counts and the value-size limit (port of quota.ml).
 
-store.md §7.  A `Quota` is immutable like the 4.17.4+ record: every update
+quota.ml.  A `Quota` is immutable like the 4.17.4+ record: every update
 returns a new object, so `copy()` is free and a transaction's start copy
 can never be changed behind its back.  Updates copy the domid -> count dict,
 which is O(number of domains owning nodes), cheap next to a store change.

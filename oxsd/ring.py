@@ -12,7 +12,7 @@ Indexes are uint32 in host byte order and run freely modulo 2^32; stream
 byte i lives at i mod 1024.  The guest is untrusted: it may write anything
 into any field at any time, so every index read is validated (the `> 1024`
 checks below) and a failed check raises `BadConnection`, which the caller
-turns into "bad client" (connections.md §4.7).  The copy per call is at most
+turns into "bad client" (connection.ml: mark_as_bad).  The copy per call is at most
 1024 bytes, so a call is O(1024) whatever the guest does.
 
 Memory ordering.  The C stubs read (volatile) the indexes and `connection`,

@@ -3,7 +3,7 @@
 One thread owns the store, every connection and this loop, so the order of
 replies and watch events is the order the loop produces them.
 
-Policy, as in oxenstored 4.17 (domains.md §7-8):
+Policy, as in oxenstored 4.17 (xenstored.ml: process_domains, main_loop):
 
 * sockets are polled: a readable fd gets one input step, a writable fd one
   output packet, per iteration;
@@ -478,6 +478,7 @@ class Scheduler:
             n = 32 + 2 * self.doms.number()
             log.info("found lazy domain %d, credit %d", dom.id, n)
             dom.set_io_credit(n)
+            con.counters.lazy_found += 1
 
     def periodic_ops(self, now: float) -> None:
         log.debug("periodic_ops starting")

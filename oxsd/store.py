@@ -1,6 +1,6 @@
 """The XenStore tree: immutable nodes, paths, and the store operations (port of store.ml + symbol.ml).
 
-store.md.  Nodes never change: an update rebuilds the nodes from the changed
+store.ml.  Nodes never change: an update rebuilds the nodes from the changed
 one up to the root and shares every untouched subtree, so a snapshot is just
 a root reference and transactions compare nodes by identity (`is`).  The
 children of a node are a plain dict name -> Node that is **never mutated**

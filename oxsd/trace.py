@@ -30,7 +30,7 @@ import atexit
 from dataclasses import dataclass, field
 from typing import IO, Optional
 
-from .diff.wire import XS_WATCH_EVENT, describe, escape, op_code, op_name, Packet as WirePacket
+from .xs_wire import XS_WATCH_EVENT, describe, escape, op_code, op_name, Packet as WirePacket
 
 __all__ = ["TraceWriter", "Tracer", "format_request", "open_tracer"]
 

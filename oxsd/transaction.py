@@ -1,6 +1,6 @@
 """Transactions: snapshot, low paths, commit with coalescing (port of transaction.ml).
 
-transactions.md.  A transaction with id 0 ("No") works on the live store
+transaction.ml.  A transaction with id 0 ("No") works on the live store
 directly; a real one ("Full") works on a private `Store.copy` taken at start
 and keeps a snapshot of the live store to detect concurrent changes.  Commit
 takes the fast path when the live root is still the snapshot's root object,

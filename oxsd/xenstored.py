@@ -1,6 +1,6 @@
 """Start-up, shutdown and signals of the daemon (port of xenstored.ml's main).
 
-The original's long `main` is split into the start-up steps of cli.md §2,
+The original's long `main` is split into the start-up steps of xenstored.ml: main,
 each a small function, and the loop itself lives in `scheduler.py`.
 """
 from __future__ import annotations
@@ -101,7 +101,7 @@ def load_settings(cf: CmdLine) -> Settings:
 
 def open_hypervisor(cf: CmdLine):
     """The hypervisor backend: the simulation with --sim, else /dev/xen; None without Xen."""
-    from . import xenctrl
+    from .backend import open_backend
     if cf.sim:
         # Like the reference's launcher: create the sim dir if needed, and free
         # the ports a dead daemon left bound (dom0's xsd_port among them).
@@ -109,9 +109,9 @@ def open_hypervisor(cf: CmdLine):
         sim = Sim(cf.sim)
         sim.close_dead_handles()
         sim.close()
-        return xenctrl.open_backend(cf.sim)
+        return open_backend(cf.sim)
     try:
-        return xenctrl.open_backend(None)
+        return open_backend(None)
     except OSError as e:
         if cf.domain_init:
             raise
@@ -239,7 +239,7 @@ class Daemon:
 
 def build_daemon(cf: CmdLine, settings: Settings, listen_sock: Optional[socket.socket],
                  argv: List[str]) -> Daemon:
-    """Steps 8-12 of cli.md §2: store, logs, specials, restore or domains + dom0's ring, /tool."""
+    """Steps 8-12 of xenstored.ml: main: store, logs, specials, restore or domains + dom0's ring, /tool."""
     from . import db as DB
     from . import disk as Disk
     from .logging_ import AccessLog, setup_xenstored_log

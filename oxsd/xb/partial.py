@@ -9,13 +9,13 @@ header or body needs, so one read never spans two packets.
 Goals and costs (guests are untrusted):
 
 * A declared length is clamped to 0..4096 (XENSTORE_PAYLOAD_MAX) without any
-  error, exactly as oxenstored does (protocol.md §1).  So a connection holds
+  error, exactly as oxenstored does (partial.ml: of_string).  So a connection holds
   at most 16 + 4096 bytes of partial input, whatever the peer sends.
 * Work is O(bytes fed).  A body that arrives in one read is used as the
   payload as is (no copy); a body in several pieces is copied once into a
   preallocated buffer of the clamped length and once more into the final
   `bytes`.
-* 4.17 quirk kept on purpose (connections.md §2.2): when the header is
+* 4.17 quirk kept on purpose (xb.ml: input): when the header is
   complete the step returns None *even if the body length is 0*; the packet
   comes out of the next `feed()` (which the caller makes with no bytes,
   since `to_read()` is then 0).

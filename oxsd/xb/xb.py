@@ -9,7 +9,7 @@ Goals and costs (guests are untrusted):
 * Input: one read of at most `to_read` bytes per `input()` call, so a
   connection holds at most one partial packet (16 + 4096 bytes), and input is
   only read while a reply is sure to fit in the output queue (back-pressure,
-  connections.md §2.1).
+  xb.ml: queue).
 * Output: a bounded FIFO of packets with two classes, watch events
   (`maxwatchevents`) and everything else (`maxoutstanding`), total capacity
   the sum.  A push into a full class or a full queue is refused: `queue()`
@@ -565,7 +565,7 @@ class Xb:
         return backend.fd
 
     def debug(self) -> str:
-        """The Xb part of CONTROL `xenbus` (connections.md §7), no trailing NUL."""
+        """The Xb part of CONTROL `xenbus` (connection.ml: debug), no trailing NUL."""
         return (f"XenBus state: partial_in: {self.partial_in.to_read()} needed, "
                 f"partial_out: {len(self._out) - self._out_off} bytes, "
                 f"pkt_out: {len(self.pkt_out.q)} packets, {self.pkt_out.debug()}")

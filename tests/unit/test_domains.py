@@ -285,7 +285,7 @@ def test_removed_domains_leave_the_credited_map(env):
     assert doms.credited == {}
 
 
-# -- conflict credit (domains.md §9) -------------------------------------------
+# -- conflict credit (domains.ml: decr_conflict_credit) -------------------------------------------
 
 def _blame(doms: Domains, dom: Domain, times: int) -> None:
     for _ in range(times):

@@ -1,4 +1,4 @@
-"""oxsd.store: paths, immutable nodes and the store operations (store.md)."""
+"""oxsd.store: paths, immutable nodes and the store operations (store.ml)."""
 import io
 import logging
 
@@ -27,7 +27,7 @@ def perms(s):
 
 
 def fresh(settings=None) -> Store:
-    """The initial tree of a fresh daemon (store.md §2.3)."""
+    """The initial tree of a fresh daemon (xenstored.ml: main)."""
     st = Store.create(settings or Settings())
     for sp in Path.specials:
         st.write(DOM0, sp, b"")
@@ -110,7 +110,7 @@ def test_specials_are_single_component_at_paths():
     assert Path.specials == [("@introduceDomain",), ("@releaseDomain",)]
 
 
-# -- initial tree (§2.2, §2.3) ---------------------------------------------------
+# -- initial tree (xenstored.ml: main) ---------------------------------------------------
 
 def test_fresh_tree_lists_at_nodes_first_as_root_children():
     st = fresh()
@@ -187,7 +187,7 @@ def test_path_exists_needs_no_permission():
     assert not st.path_exists(p("/x/y/z"))
 
 
-# -- write (§3.1) ------------------------------------------------------------------
+# -- write (store.ml: write) ------------------------------------------------------------------
 
 def test_write_creates_node_with_parent_record_owner_included():
     st = with_guest_dir(5)
@@ -265,8 +265,12 @@ def test_dom0_size_limited_but_not_count_limited():
 
 def test_target_zero_guest_is_dom0_for_quota():
     st = with_guest_dir(5, Settings(quota_maxentity=1))
+    with pytest.raises(QuotaLimitReached):  # a plain guest 5 is at its one entry already
+        st.write(guest(5), p("/local/domain/5/a"), b"")
     st.write(guest(5, target=0), p("/local/domain/5/a"), b"")
     st.write(guest(5, target=0), p("/local/domain/5/b"), b"")
+    assert dict(st.quota.cur)[5] == 3  # counted, like dom0's writes, but never refused
+    assert st.ls(DOM0, p("/local/domain/5")) == ["a", "b"]
 
 
 def test_quota_activate_false():
@@ -282,7 +286,7 @@ def test_perms_activate_false_lets_guests_write_anywhere():
     assert st.read(guest(6), p("/tool/x")) == b"v"
 
 
-# -- mkdir (§3.2) ------------------------------------------------------------------
+# -- mkdir (store.ml: mkdir) ------------------------------------------------------------------
 
 def test_mkdir_existing_writable_raises_already_exist():
     st = with_guest_dir(5)
@@ -320,7 +324,7 @@ def test_mkdir_quota_checked_for_guest_only_when_missing():
         st.mkdir(guest(5), p("/local/domain/5"))
 
 
-# -- rm (§3.3) ----------------------------------------------------------------------
+# -- rm (store.ml: rm) ----------------------------------------------------------------------
 
 def test_rm_missing_final_node_is_doesnt_exist():
     st = fresh()
@@ -356,7 +360,7 @@ def test_rm_root_drops_children_and_uncharges_root_owner_too():
         fresh().rm(guest(5), p("/"))
 
 
-# -- setperms (§3.4) --------------------------------------------------------------------
+# -- setperms (store.ml: setperms) --------------------------------------------------------------------
 
 def test_setperms_missing_node_is_doesnt_exist_missing_parent_key_error():
     st = fresh()
@@ -520,7 +524,7 @@ def test_get_node_missing_ancestor_is_key_error_missing_node_none():
     assert st.get_deepest_existing_node(p("/tool")) == (st.get_node(p("/tool")), True)
 
 
-# -- reset_permissions (§8) -----------------------------------------------------------------
+# -- reset_permissions (store.ml: reset_permissions) -----------------------------------------------------------------
 
 def test_reset_permissions_drops_owned_subtrees_and_acl_entries(caplog):
     st = with_guest_dir(5)
@@ -590,7 +594,7 @@ def test_deep_trees_do_not_hit_recursion_limit():
     st.rm(DOM0, p("/tool/a"))
 
 
-# -- dumps (persistence.md §3) ----------------------------------------------------------------
+# -- dumps (store.ml: dump) ----------------------------------------------------------------
 
 def test_dump_matches_legacy_text_format():
     st = fresh()
