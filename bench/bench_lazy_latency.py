@@ -32,7 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import GuestFactory, cpu_seconds, start, stop  # noqa: E402
+from _common import (GuestFactory, Runtime, add_runtime_args, cpu_seconds,  # noqa: E402
+                     runtimes, start_runtime, stop)
 
 from oxsd.diff.daemons import DaemonError, DaemonSettings  # noqa: E402
 from oxsd.sim.client import XsError  # noqa: E402
@@ -65,10 +66,11 @@ def cpu_percent(daemon, seconds: float) -> float:
     return (cpu_seconds(daemon.pid) - c0) / seconds * 100
 
 
-def run_kind(kind: str, args, out: dict) -> None:
+def run_kind(rt: Runtime, args, out: dict) -> None:
+    kind = rt.label
     try:
-        daemon = start(kind, DaemonSettings(ring_scan_interval=args.ring_scan_interval),
-                       prefix="oxl")
+        daemon = start_runtime(rt, DaemonSettings(ring_scan_interval=args.ring_scan_interval),
+                               prefix="oxl")
     except DaemonError as e:
         out[kind] = f"cannot start: {str(e).splitlines()[0]}"
         return
@@ -113,11 +115,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="interval of each idle-CPU measurement (10)")
     ap.add_argument("--max-wait", type=float, default=45.0,
                     help="longest wait for one reply (45)")
-    ap.add_argument("--kinds", default="ocaml,oxsd")
+    add_runtime_args(ap, repeat=False)
     args = ap.parse_args(argv)
-    kinds = args.kinds.split(",")
+    rts = runtimes(args)
+    kinds = [rt.label for rt in rts]
     results: dict = {}
-    threads = [threading.Thread(target=run_kind, args=(k, args, results)) for k in kinds]
+    threads = [threading.Thread(target=run_kind, args=(rt, args, results)) for rt in rts]
     for t in threads:
         t.start()
     for t in threads:

@@ -6,30 +6,30 @@ resident set size (VmRSS from /proc/<pid>/status) after start-up, after
 writing N nodes (default 50000: /bench/d<i // 100>/k<i>, 32-byte values,
 pipelined over one socket), after G socket connections each holding a
 watch (default 200), and after the nodes are removed again.  Prints MiB per
-stage and the ratio oxsd/ocaml.
+stage and the ratio oxsd/ocaml, and the daemon's CPU for the writes (what a
+smaller PyPy nursery costs).
 
     python3 bench/bench_memory.py                 # N=50000, G=200
     python3 bench/bench_memory.py -n 200000 --kinds oxsd
+    python3 bench/bench_memory.py --python "$(tools/setup-pypy.sh)"
+    PYPY_GC_NURSERY=1M PYPY_GC_MAJOR_COLLECT=1.4 python3 bench/bench_memory.py \
+        --kinds ocaml --python "$(tools/setup-pypy.sh)"      # pypy's GC knobs
 """
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 import time
 
-from _common import HDR, DaemonError, DaemonSettings, pump, start, stop
+from _common import (HDR, DaemonError, DaemonSettings, Runtime, add_runtime_args,
+                     compared_to_ocaml, cpu_seconds, pin_client, print_summary, pump, rss_kib, runtimes, start_runtime, stop)
 
 XS_WATCH, XS_RM, XS_WRITE = 4, 13, 11
 STAGES = ("started", "nodes", "watches", "removed")
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for {pid}")
+# PyPy's GC settings, passed to the daemon through the environment (shown in the title)
+GC_KNOBS = ("PYPY_GC_NURSERY", "PYPY_GC_MAJOR_COLLECT", "PYPY_GC_MAX", "PYPY_GC_INCREMENT_STEP")
 
 
 def packet(op: int, rid: int, payload: bytes) -> bytes:
@@ -42,9 +42,9 @@ def connect(path: str) -> socket.socket:
     return sock
 
 
-def bench_kind(kind: str, args) -> dict | str:
+def bench_kind(rt: Runtime, args) -> dict | str:
     try:
-        daemon = start(kind, DaemonSettings(access_log=False), prefix="oxm")
+        daemon = start_runtime(rt, DaemonSettings(access_log=False), prefix="oxm")
     except DaemonError as e:
         return f"cannot start: {str(e).splitlines()[0]}"
     out: dict = {}
@@ -56,7 +56,9 @@ def bench_kind(kind: str, args) -> dict | str:
                   for i in range(args.n)]
         with connect(daemon.socket_path) as sock:
             io = (sock.sendall, lambda: sock.recv(1 << 16))
+            cpu0 = cpu_seconds(daemon.pid)
             done, errors = pump(*io, writes, 16, time.monotonic() + 600)
+            out["cpu_nodes"] = cpu_seconds(daemon.pid) - cpu0
             if done != args.n or errors:
                 raise RuntimeError(f"{done}/{args.n} writes answered, {errors} errors")
             out["nodes"] = rss_kib(daemon.pid)
@@ -83,26 +85,38 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-n", type=int, default=50000, help="nodes written (50000)")
     ap.add_argument("-g", "--watchers", type=int, default=200,
                     help="socket connections holding a watch (200)")
-    ap.add_argument("--kinds", default="ocaml,oxsd")
+    add_runtime_args(ap, repeat=False)
     args = ap.parse_args(argv)
-    kinds = args.kinds.split(",")
-    results = {kind: bench_kind(kind, args) for kind in kinds}
+    rts = runtimes(args)
+    pin_client()
+    results = {rt.label: bench_kind(rt, args) for rt in rts}
+    knobs = " ".join(f"{k}={os.environ[k]}" for k in GC_KNOBS if k in os.environ)
     print(f"resident memory (VmRSS), {args.n} nodes of 32-byte values, "
-          f"{args.watchers} watching connections")
-    for kind, res in results.items():
+          f"{args.watchers} watching connections" + (f", {knobs}" if knobs else ""))
+    for label, res in results.items():
         if isinstance(res, str):
-            print(f"  {kind}: {res}")
-    both = kinds == ["ocaml", "oxsd"] and all(isinstance(r, dict) for r in results.values())
-    head = f"{'stage':<9}" + "".join(f" {kind + ' MiB':>10}" for kind in kinds)
-    print(head + (f" {'oxsd/ocaml':>10}" if both else ""))
+            print(f"  {label}: {res}")
+    labels = list(results)
+    others = [lb for lb in compared_to_ocaml(labels) if isinstance(results[lb], dict)]
+    if not isinstance(results.get("ocaml"), dict):
+        others = []
+    head = f"{'stage':<9}" + "".join(f" {label + ' MiB':>14}" for label in labels)
+    print(head + "".join(f" {label + '/ocaml':>16}" for label in others))
+    ratios = []
     for stage in STAGES:
         row = f"{stage:<9}"
-        for kind in kinds:
-            res = results[kind]
-            row += f" {res[stage] / 1024:>10.1f}" if isinstance(res, dict) else f" {'n/a':>10}"
-        if both:
-            row += f" {results['oxsd'][stage] / results['ocaml'][stage]:>10.2f}"
+        for label in labels:
+            res = results[label]
+            row += f" {res[stage] / 1024:>14.1f}" if isinstance(res, dict) else f" {'n/a':>14}"
+        for label in others:
+            r = results[label][stage] / results["ocaml"][stage]
+            row += f" {r:>16.2f}"
+            ratios.append((f"{label}/ocaml", r, f"{stage}, {results[label][stage] / 1024:.1f} MiB"))
         print(row)
+    print(f"{'cpu s':<9}" + "".join(
+        f" {results[lb]['cpu_nodes']:>14.2f}" if isinstance(results[lb], dict) else f" {'n/a':>14}"
+        for lb in labels) + f"   (daemon CPU writing the {args.n} nodes)")
+    print_summary("bench_memory", ratios, higher_is_worse=True)
     return 0 if all(isinstance(r, dict) for r in results.values()) else 1
 
 

@@ -7,19 +7,21 @@ event channel, notifying after each batch of requests and after reading
 replies, as Linux's xenbus does) sends N XS_WRITE then N XS_READ requests
 over its ring, keys cycled over 500 nodes of its own tree, with 1 and with 8
 requests in flight.  Prints ops/s, the daemon's CPU time per request (from
-/proc/<pid>/stat) and the ratio oxsd/ocaml.  Bounded: N requests per
-measurement, and at most --max-seconds.
+/proc/<pid>/stat) and the ratio oxsd/ocaml; pinned, repeated and warmed up
+as _common.py describes.  Bounded: N requests per measurement (more until
+1 % CPU resolution), and at most --max-seconds.
 
     python3 bench/bench_ring.py                   # N=10000
     python3 bench/bench_ring.py -n 3000 --kinds oxsd
+    python3 bench/bench_ring.py --python "$(tools/setup-pypy.sh)"     # + oxsd on pypy3
 """
 from __future__ import annotations
 
 import sys
 import time
 
-from _common import (KEYS, XS_READ, XS_WRITE, DaemonError, DaemonSettings,
-                     GuestFactory, measure, pump, requests, start, stop, throughput_main)
+from _common import (KEYS, XS_WRITE, DaemonSettings, GuestFactory, Runtime, Target, pump,
+                     requests, start_runtime, stop, throughput_main)
 from oxsd.sim.guest import RingClient
 
 
@@ -28,31 +30,39 @@ def ring_io(client: RingClient):
     return client._send_bytes, lambda: client._recv_bytes(5.0)
 
 
-def bench_kind(kind: str, args) -> dict | str:
+class RingTarget(Target):
+    """A daemon with guest domU 5 introduced and its 500 nodes; all measurements on its ring."""
+
+    def __init__(self, daemon) -> None:
+        super().__init__(daemon, prefix=b"bench")  # relative paths: the guest's own tree
+        self.guests = GuestFactory(daemon)
+        try:
+            self._io = ring_io(self.guests.add(5).client)
+            pump(*self._io, requests(XS_WRITE, KEYS, b"bench"), 8, time.monotonic() + 60)
+        except BaseException:
+            self.guests.close()
+            raise
+
+    def io(self):
+        return (*self._io, lambda: None)
+
+    def close(self) -> None:
+        self.guests.close()
+        super().close()
+
+
+def open_target(rt: Runtime, args) -> RingTarget:
+    daemon = start_runtime(rt, DaemonSettings(access_log=not args.no_access_log), prefix="oxg")
     try:
-        daemon = start(kind, DaemonSettings(access_log=not args.no_access_log), prefix="oxg")
-    except DaemonError as e:
-        return f"cannot start: {str(e).splitlines()[0]}"
-    results: dict = {}
-    guests = GuestFactory(daemon)
-    try:
-        io = ring_io(guests.add(5).client)
-        # relative paths: the guest's own tree
-        pump(*io, requests(XS_WRITE, KEYS, b"bench"), 8, time.monotonic() + 60)  # the nodes
-        for op, name in ((XS_WRITE, "WRITE"), (XS_READ, "READ")):
-            for depth in (1, 8):
-                results[(name, depth)] = measure(daemon, *io, op, args.n, depth,
-                                                 args.max_seconds, prefix=b"bench")
-    except (OSError, TimeoutError, ConnectionError) as e:
-        results = f"failed: {e!r}"
-    finally:
-        guests.close()
+        return RingTarget(daemon)
+    except BaseException:
         stop(daemon)
-    return results
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:
-    return throughput_main(__doc__, 10000, "ring (domU 5, notified)", bench_kind, argv)
+    return throughput_main(__doc__, 10000, "ring (domU 5, notified)", open_target, argv,
+                           "bench_ring")
 
 
 if __name__ == "__main__":

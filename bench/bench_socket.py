@@ -5,10 +5,13 @@ For each daemon (fresh, Debian's config, both started by oxsd.diff.daemons):
 N XS_WRITE then N XS_READ requests over one unix-socket connection, keys
 cycled over 500 nodes, with 1 and with 8 requests in flight.  Prints ops/s,
 the daemon's CPU time per request (from /proc/<pid>/stat) and the ratio
-oxsd/ocaml.  Bounded: N requests per measurement, and at most --max-seconds.
+oxsd/ocaml; pinned, repeated and warmed up as _common.py describes.
+Bounded: N requests per measurement (more until 1 % CPU resolution), and at
+most --max-seconds.
 
     python3 bench/bench_socket.py                 # N=20000
     python3 bench/bench_socket.py -n 5000 --no-access-log
+    python3 bench/bench_socket.py --python "$(tools/setup-pypy.sh)"   # + oxsd on pypy3
 """
 from __future__ import annotations
 
@@ -16,8 +19,8 @@ import socket
 import sys
 import time
 
-from _common import (KEYS, XS_READ, XS_WRITE, DaemonError, DaemonSettings,
-                     measure, pump, requests, start, stop, throughput_main)
+from _common import (KEYS, XS_WRITE, DaemonSettings, Runtime, Target, pump, requests,
+                     start_runtime, stop, throughput_main)
 
 
 def socket_io(sock: socket.socket):
@@ -31,29 +34,30 @@ def connect(daemon) -> socket.socket:
     return sock
 
 
-def bench_kind(kind: str, args) -> dict | str:
-    try:
-        daemon = start(kind, DaemonSettings(access_log=not args.no_access_log))
-    except DaemonError as e:
-        return f"cannot start: {str(e).splitlines()[0]}"
-    results = {}
-    try:
+class SocketTarget(Target):
+    """A daemon with its 500 nodes; each measurement on a fresh connection."""
+
+    def __init__(self, daemon) -> None:
+        super().__init__(daemon)
         with connect(daemon) as sock:  # create the nodes first
             pump(*socket_io(sock), requests(XS_WRITE, KEYS), 8, time.monotonic() + 60)
-        for op, name in ((XS_WRITE, "WRITE"), (XS_READ, "READ")):
-            for depth in (1, 8):
-                with connect(daemon) as sock:
-                    results[(name, depth)] = measure(daemon, *socket_io(sock), op, args.n,
-                                                     depth, args.max_seconds)
-    except (OSError, ConnectionError) as e:
-        results = f"failed: {e}"
-    finally:
+
+    def io(self):
+        sock = connect(self.daemon)
+        return (*socket_io(sock), sock.close)
+
+
+def open_target(rt: Runtime, args) -> SocketTarget:
+    daemon = start_runtime(rt, DaemonSettings(access_log=not args.no_access_log))
+    try:
+        return SocketTarget(daemon)
+    except BaseException:
         stop(daemon)
-    return results
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:
-    return throughput_main(__doc__, 20000, "unix socket", bench_kind, argv)
+    return throughput_main(__doc__, 20000, "unix socket", open_target, argv, "bench_socket")
 
 
 if __name__ == "__main__":

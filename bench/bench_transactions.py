@@ -23,12 +23,15 @@ and the ratio oxsd/ocaml of the cycle rates.
 
     python3 bench/bench_transactions.py            # 3000 cycles per row
     python3 bench/bench_transactions.py -n 10000 --rows pipelined
+    python3 bench/bench_transactions.py --python "$(tools/setup-pypy.sh)"
+
+Client and daemons pinned, --repeat runs taking turns (_common.py).
 """
 from __future__ import annotations
 
 import argparse
-import shutil
 import socket
+import statistics
 import sys
 import threading
 import time
@@ -38,8 +41,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (HDR, XS_ERROR, XS_TRANSACTION_END, XS_TRANSACTION_START,  # noqa: E402
-                     XS_WRITE, cpu_seconds, split_replies)
-from oxsd.diff.daemons import DaemonError, DaemonSettings, make_scratch, start_daemon  # noqa: E402
+                     XS_WRITE, Runtime, add_runtime_args, alternating, compared_to_ocaml,
+                     cpu_seconds, pin_client, pinning_note, print_summary, runtimes,
+                     split_replies, start_runtime, stop)
+from oxsd.diff.daemons import DaemonError, DaemonSettings  # noqa: E402
 from oxsd.sim.client import SocketClient  # noqa: E402
 from oxsd.sim.guest import Guest, Sim  # noqa: E402
 
@@ -166,17 +171,18 @@ def timed(daemon, work: list) -> dict:
     return {"rate": done / dt, "cpu": cpu / done * 1e6, "retries": sum(r[1] for r in results)}
 
 
-def run_row(daemon, row: str, n: int) -> dict:
+def run_row(daemon, row: str, n: int, domid: int = 7) -> dict:
+    """One row's cycles (the guest row on a new guest `domid`)."""
     path = daemon.socket_path
     if row == "pipelined":
         return timed(daemon, [lambda: pipelined_cycles(path, n)])
     if row == "guest":
         sim = Sim(str(daemon.sim_dir))
         with connect(path) as d0:
-            g = Guest(sim, 7)
-            d0.mkdir("/local/domain/7")
-            d0.set_perms("/local/domain/7", ["n7"])
-            d0.introduce(7, g.mfn, g.port)
+            g = Guest(sim, domid)
+            d0.mkdir(f"/local/domain/{domid}")
+            d0.set_perms(f"/local/domain/{domid}", [f"n{domid}"])
+            d0.introduce(domid, g.mfn, g.port)
         try:
             return timed(daemon, [lambda: sequential_cycles(g, "data/t", n)])
         finally:
@@ -196,47 +202,77 @@ def run_row(daemon, row: str, n: int) -> dict:
             c.close()
 
 
-def bench_kind(kind: str, n: int, rows) -> dict | str:
-    scratch = make_scratch(f"oxb-{kind[:2]}-")
+def bench_kind(rt: Runtime, n: int, rows, warmup: int) -> dict | str:
+    """All rows on one fresh daemon, each after `warmup` untimed cycles of its own."""
     try:
-        daemon = start_daemon(kind, scratch, settings=DaemonSettings(log_level="warn"))
+        daemon = start_runtime(rt, DaemonSettings(log_level="warn"))
     except DaemonError as e:
-        shutil.rmtree(scratch, ignore_errors=True)
         return f"n/a ({str(e).splitlines()[0]})"
     try:
-        return {row: run_row(daemon, row, n) for row in rows}
+        out = {}
+        for row in rows:
+            if warmup > 0:
+                run_row(daemon, row, warmup, domid=8)  # the warm-up's own guest
+            out[row] = run_row(daemon, row, n)
+        return out
     except (OSError, RuntimeError, ConnectionError) as e:
         return f"failed: {e}"
     finally:
-        daemon.stop()
-        shutil.rmtree(scratch, ignore_errors=True)
+        stop(daemon)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=3000, help="committed cycles per row (3000)")
     ap.add_argument("--rows", default=",".join(ROWS), help=f"subset of {','.join(ROWS)}")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="runs per runtime (a fresh daemon each), taking turns (3)")
+    ap.add_argument("--warmup", type=int, default=500,
+                    help="untimed cycles before each row (500)")
+    add_runtime_args(ap, repeat=False)
     args = ap.parse_args(argv)
     rows = [r for r in args.rows.split(",") if r]
     unknown = set(rows) - set(ROWS)
     if unknown:
         ap.error(f"unknown rows: {', '.join(sorted(unknown))}")
-    results = {kind: bench_kind(kind, args.n, rows) for kind in ("ocaml", "oxsd")}
+    rts = runtimes(args)
+    pinned = pin_client()
+    runs: dict = {rt.label: [] for rt in rts}
+    failed: dict = {}
+    for rep in range(args.repeat):
+        for rt in alternating(rts, rep):
+            if rt.label in failed:
+                continue
+            res = bench_kind(rt, args.n, rows, args.warmup)
+            if isinstance(res, str):
+                failed[rt.label] = res
+            else:
+                runs[rt.label].append(res)
     print(f"transaction start/write/commit cycles, {args.n} committed per row, "
-          "Debian config (access log on)")
-    failed = [k for k, r in results.items() if isinstance(r, str)]
-    for k in failed:
-        print(f"{k}: {results[k]}")
-    if failed:
-        return 1
-    print(f"{'row':<26} {'ocaml cyc/s':>11} {'ocaml cpu':>10} {'oxsd cyc/s':>11} "
-          f"{'oxsd cpu':>10} {'oxsd/ocaml':>10}  retries ocaml/oxsd")
+          f"Debian config (access log on), median of {args.repeat} runs (turns), warm-up "
+          f"{args.warmup}, "
+          f"{pinning_note(pinned)}")
+    for label, msg in failed.items():
+        print(f"{label}: {msg}")
+    labels = [rt.label for rt in rts if rt.label not in failed]
+    others = compared_to_ocaml(labels)
+    head = f"{'row':<26}" + "".join(f" {lb + ' cyc/s':>16} {'cpu':>7}" for lb in labels)
+    print(head + "".join(f" {lb + '/ocaml':>16}" for lb in others) + "  retries")
+    ratios = []
     for row in rows:
-        o, x = results["ocaml"][row], results["oxsd"][row]
-        print(f"{LABELS[row]:<26} {o['rate']:>11,.0f} {o['cpu']:>7.0f} us {x['rate']:>11,.0f} "
-              f"{x['cpu']:>7.0f} us {x['rate'] / o['rate']:>10.2f}  "
-              f"{o['retries']}/{x['retries']}")
-    return 0
+        med = {lb: statistics.median(r[row]["rate"] for r in runs[lb]) for lb in labels}
+        line = f"{LABELS[row]:<26}"
+        for lb in labels:
+            cpu = statistics.median(r[row]["cpu"] for r in runs[lb])
+            line += f" {med[lb]:>16,.0f} {cpu:>4.0f} us"
+        for lb in others:
+            ratios.append((f"{lb}/ocaml", med[lb] / med["ocaml"], LABELS[row]))
+            line += f" {med[lb] / med['ocaml']:>16.2f}"
+        line += "  " + "/".join(str(statistics.median(r[row]["retries"] for r in runs[lb]))
+                                for lb in labels)
+        print(line)
+    print_summary("bench_transactions", ratios)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -17,9 +17,9 @@ record to tell when.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional
 
+from .compat import slotted_dataclass
 from .define import InvalidArgument
 from .ocaml_hashtbl import _final_mix, _mix
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .transaction import Transaction, TransactionRegistry
 
 
-@dataclass(slots=True)
+@slotted_dataclass
 class HistoryRecord:
     con: "Connection"  # connection that made the change
     tid: int  # transaction id of the change (0 outside transactions)

@@ -1,27 +1,27 @@
 """Requests and the three kinds of response a handler gives (port of xenstored/packet.ml)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Optional, Union
 
+from .compat import slotted_dataclass
 from .xb.packet import Packet as Request  # a request is an Xb packet: tid, rid, ty, data
 
 __all__ = ["Request", "Ack", "Reply", "Error", "Response", "response_equal"]
 
 
-@dataclass(slots=True)
+@slotted_dataclass
 class Ack:
     """Reply `OK\\0`, then run `after` (watch firing, the initial watch event...)."""
 
     after: Optional[Callable[[], None]] = None
 
 
-@dataclass(slots=True)
+@slotted_dataclass
 class Reply:
     data: bytes
 
 
-@dataclass(slots=True)
+@slotted_dataclass
 class Error:
     name: str
 

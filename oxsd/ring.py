@@ -21,13 +21,19 @@ new index.  The barriers make sure (1) the bytes are read only after the
 producer index that covers them, and (2) our copy is complete before the
 other side can see the updated index and reuse the space.  Here:
 
-* every index is one aligned 32-bit load or store: element access on a
-  `memoryview.cast('I')` is a fixed-size memcpy in CPython, compiled to a
-  single `mov`.  `struct.pack_into('<I')` assembles bytes one at a time and
-  the guest could observe a torn index (say 0x00ff -> 0x0000 -> 0x0100), which
-  would look like a broken ring;
-* the compiler cannot move those accesses across each other: each is a
-  separate C call from the interpreter loop;
+* every index is one aligned 32-bit load or store, through
+  `compat.uint32_words`: on CPython element access on a
+  `memoryview.cast('I')` is a fixed-size memcpy, compiled to a single
+  `mov`; on PyPy that memoryview stores bytes one at a time, so the view
+  there is a cffi `uint32_t[]`, whose item accesses the JIT emits as one
+  4-byte `getarrayitem_raw`/`setarrayitem_raw` (a single `mov`) and the
+  interpreter as one typed C access.  `struct.pack_into('<I')` assembles
+  bytes one at a time too, and the guest could observe a torn index (say
+  0x00ff -> 0x0000 -> 0x0100), which would look like a broken ring;
+* the compiler cannot move those accesses across each other: on CPython
+  each is a separate C call from the interpreter loop; PyPy's JIT keeps
+  raw-memory loads and stores in program order and does not merge or drop
+  them (a raw array item may alias anything);
 * on x86 (TSO), loads are not reordered with other loads, and stores are not
   reordered with other stores or with earlier loads, which is exactly (1) and
   (2); a full fence would only add store->load ordering, which the ring
@@ -48,6 +54,8 @@ import platform
 import struct
 import sys
 from typing import Tuple, Union
+
+from .compat import uint32_words
 
 __all__ = [
     "XENSTORE_RING_SIZE",
@@ -181,7 +189,7 @@ class Ring:
         for a reconnection and BadConnection when prod - cons is over 1024.
         """
         page = memoryview(self._buf)
-        idx = page.cast("I")  # whole page as uint32: field k is idx[_I + k]
+        idx = uint32_words(page)  # whole page as uint32: field k is idx[_I + k]
         cons = idx[cons_slot]
         prod = idx[prod_slot]
         if idx[_CONNECTION] != XENSTORE_CONNECTED:
@@ -276,7 +284,7 @@ class Ring:
     # -- control ----------------------------------------------------------
     def set_server_features(self, features: int) -> None:
         """Overwrite the whole server_features field (only RECONNECTION=1 is ever set)."""
-        with memoryview(self._buf) as page, page.cast("I") as idx:
+        with memoryview(self._buf) as page, uint32_words(page) as idx:
             idx[_I + SERVER_FEATURES] = features & _MASK32
 
     def get_server_features(self) -> int:
@@ -289,7 +297,7 @@ class Ring:
         packets), then set connection = CONNECTED last, so the guest sees a
         clean ring once it sees the connection back.
         """
-        with memoryview(self._buf) as page, page.cast("I") as idx:
+        with memoryview(self._buf) as page, uint32_words(page) as idx:
             idx[_RSP_PROD] = 0
             idx[_RSP_CONS] = 0
             idx[_REQ_PROD] = 0
@@ -307,7 +315,7 @@ class Ring:
     # -- inspection (tests, debugging) --------------------------------
     def field(self, pos: int) -> int:
         """One uint32 field by position (REQ_CONS .. EVTCHN_PORT)."""
-        with memoryview(self._buf) as page, page.cast("I") as idx:
+        with memoryview(self._buf) as page, uint32_words(page) as idx:
             return idx[_I + pos]
 
     @property

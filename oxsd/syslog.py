@@ -24,7 +24,8 @@ __all__ = ["Facility", "Level", "UnknownFacility", "facility_of_string", "log"]
 
 class Facility(enum.IntEnum):
     AUTH = _syslog.LOG_AUTH
-    AUTHPRIV = _syslog.LOG_AUTHPRIV
+    # PyPy 3.9's syslog module has no LOG_AUTHPRIV: Linux's value (10 << 3, <syslog.h>)
+    AUTHPRIV = getattr(_syslog, "LOG_AUTHPRIV", 10 << 3)
     CRON = _syslog.LOG_CRON
     DAEMON = _syslog.LOG_DAEMON
     FTP = getattr(_syslog, "LOG_FTP", 11 << 3)

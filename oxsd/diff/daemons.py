@@ -4,7 +4,8 @@
   started through ``<ocaml-ref>/run-oxenstored.sh SIMDIR SCRATCH`` (needs
   root for ``unshare -m``).
 * ``oxsd``: ``python3 -m oxsd --no-fork --config-file CONF --sim SIMDIR`` (plus
-  ``--no-domain-init`` when asked) with
+  ``--no-domain-init`` when asked; the interpreter is this one unless
+  ``DaemonSettings.python`` names another, e.g. pypy3) with
   ``XENSTORED_RUNDIR=SCRATCH/run/xenstored`` (the variable names the
   xenstored run dir itself, as for libxenstore's ``xs_daemon_rundir()``).
 
@@ -91,6 +92,7 @@ class DaemonSettings:
     domain_init: bool = True
     extra_args: list[str] = field(default_factory=list)
     binary: str | None = None  # another oxenstored for the ``ocaml`` kind
+    python: str | None = None  # the ``oxsd`` kind's interpreter (default: sys.executable)
 
     @property
     def effective_log_level(self) -> str:
@@ -390,7 +392,8 @@ def start_oxsd(scratch: Path, sim_dir: Path | None = None,
     conf = scratch / "oxenstored.conf"
     write_config(conf, scratch, sim_dir, settings,
                  pid_file=str(rundir / "xen" / "xenstored.pid"))
-    cmd = [sys.executable, "-m", "oxsd", "--no-fork", "--config-file", str(conf)]
+    cmd = [settings.python or sys.executable, "-m", "oxsd", "--no-fork", "--config-file",
+           str(conf)]
     # the reference always has its sim (XENSIM_DIR), with or without domain init
     cmd += ["--sim", str(sim_dir)] + ([] if settings.domain_init else ["--no-domain-init"])
     if not settings.access_log:

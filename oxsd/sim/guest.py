@@ -4,8 +4,9 @@
   domains and their state changes (raising VIRQ_DOM_EXC), frames, port
   listing, clean-up after dead processes.
 * `Ring`: a guest's view of `struct xenstore_domain_interface`.  Each ring
-  index is read and written as one aligned 32-bit access through a
-  `memoryview.cast('I')`; byte-wise stores would let the daemon observe a
+  index is read and written as one aligned 32-bit access through
+  `compat.uint32_words` (a `memoryview.cast('I')` on CPython, a cffi
+  `uint32_t[]` on PyPy); byte-wise stores would let the daemon observe a
   torn index and mark the guest bad.
 * `RingClient`: the XenStore protocol over a ring page plus an event
   channel.  A notified client notifies after writing a request and after
@@ -22,6 +23,7 @@ import socket
 import time
 from typing import Any, Optional
 
+from ..compat import uint32_words
 from .client import Data, SocketClient, XsClient, XsError
 from .hv import EVENT_SEND_TIMEOUT, SimEventChannel, send_event, set_send_timeout, socket_alive
 from .layout import (GNTTAB_RESERVED_XENSTORE, PAGE_SIZE, VIRQ_DOM_EXC, SimDir, format_port,
@@ -243,7 +245,7 @@ class Ring:
         finally:
             os.close(fd)
         self._mem = memoryview(self._mm)
-        self._idx = self._mem.cast("I")
+        self._idx = uint32_words(self._mem)
 
     def _get(self, off: int) -> int:
         return self._idx[off >> 2]

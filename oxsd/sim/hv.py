@@ -36,8 +36,10 @@ EVENT_SEND_TIMEOUT = 1.0  # seconds a blocking (guest-side) notifier waits for q
 _SOCK_BUF = 1 << 20
 _EVENT = struct.Struct("<I")
 # Plain ints: OR-ing the IntFlag members on every event costs more than the check.
-_SEND_NOWAIT = int(socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
-_SEND_WAIT = int(socket.MSG_NOSIGNAL)
+# PyPy 3.9's socket module has no MSG_NOSIGNAL: Linux's value (<bits/socket.h>).
+_MSG_NOSIGNAL = int(getattr(socket, "MSG_NOSIGNAL", 0x4000))
+_SEND_NOWAIT = int(socket.MSG_DONTWAIT) | _MSG_NOSIGNAL
+_SEND_WAIT = _MSG_NOSIGNAL
 _RECV_NOWAIT = int(socket.MSG_DONTWAIT)
 _SUN_PATH_MAX = 108  # sizeof(sockaddr_un.sun_path), NUL included
 

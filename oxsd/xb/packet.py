@@ -5,15 +5,15 @@ The header is four little-endian uint32: type, req_id, tx_id, len.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
+from ..compat import slotted_dataclass
 from .op import Op
 
 HEADER = struct.Struct("<IIII")
 HEADER_SIZE = HEADER.size  # 16
 
 
-@dataclass(slots=True)
+@slotted_dataclass
 class Packet:
     tid: int
     rid: int

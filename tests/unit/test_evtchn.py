@@ -12,6 +12,8 @@ import pytest
 from oxsd import evtchn
 from oxsd.evtchn import EvtchnError, XenEventChannel
 
+O_ACCMODE = getattr(os, "O_ACCMODE", 3)  # PyPy 3.9's os lacks it: Linux's value (<fcntl.h>)
+
 LE = struct.pack("=I", 1) == b"\x01\0\0\0"
 
 
@@ -135,7 +137,7 @@ def test_open_keeps_fd_across_exec_by_default(tmp_path):
     h = XenEventChannel.open(device=str(dev))
     try:
         assert os.get_inheritable(h.fd())
-        assert fcntl.fcntl(h.fd(), fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDWR
+        assert fcntl.fcntl(h.fd(), fcntl.F_GETFL) & O_ACCMODE == os.O_RDWR
     finally:
         h.close()
     h = XenEventChannel.open(cloexec=True, device=str(dev))

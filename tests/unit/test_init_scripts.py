@@ -32,7 +32,8 @@ from oxsd import stdext
 args = sys.argv[1:]
 report = os.environ["FAKE_REPORT"]
 with open(report, "w") as f:
-    json.dump(dict(args=args, nofile=resource.getrlimit(resource.RLIMIT_NOFILE)), f)
+    json.dump(dict(args=args, nofile=resource.getrlimit(resource.RLIMIT_NOFILE),
+                   gc={{k: v for k, v in os.environ.items() if k.startswith("PYPY_GC_")}}), f)
 pidfile = args[args.index("--pid-file") + 1]
 stdext.daemonize(ready=lambda: stdext.pidfile_write(pidfile))
 time.sleep(60)
@@ -146,6 +147,19 @@ def test_launcher_starts_daemon_with_pid_file_args_and_fd_limit(sandbox):
     assert report["nofile"] == [n, n]
     os.kill(pid, signal.SIGTERM)
     assert gone(pid)
+
+
+@pytest.mark.parametrize("script", [LAUNCHER, SYSV], ids=["launcher", "sysv"])
+def test_pypy_gc_knobs_from_xencommons_reach_the_daemon(sandbox, script):
+    sandbox.conf.write_text(f"XENSTORED={sandbox.fake}\nPYPY_GC_NURSERY=1M\n"
+                            "PYPY_GC_MAJOR_COLLECT=1.4\nPYPY_GC_MAX=9G\n")
+    env = {k: v for k, v in sandbox.env.items() if not k.startswith("PYPY_GC_")}
+    r = run(script, *(["start"] if script == SYSV else []), env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads((sandbox.path / "report.json").read_text())
+    # the two knobs the launchers hand on; any other xencommons variable stays unexported
+    assert report["gc"] == {"PYPY_GC_NURSERY": "1M", "PYPY_GC_MAJOR_COLLECT": "1.4"}
+    os.kill(int(sandbox.pidfile.read_text()), signal.SIGTERM)
 
 
 def test_launcher_caps_unlimited_and_invalid_fd_limits_at_nr_open(sandbox):
