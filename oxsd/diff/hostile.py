@@ -149,7 +149,9 @@ class HostileRun:
             owner = int(perms[0][1:]) if perms and perms[0][1:].lstrip("-").isdigit() else -1
             owned[owner] = owned.get(owner, 0) + 1
             base = path.rstrip("/")
-            stack += [f"{base}/{c}" for c in children]
+            # DIRECTORY / lists the @ nodes too (store.ml: a special path is one
+            # component), and they are named without the slash
+            stack += [c if not base and c.startswith("@") else f"{base}/{c}" for c in children]
         return owned, orphans
 
     def check(self, live_attacker: Optional[int], dead: List[int]) -> List[str]:
