@@ -745,10 +745,10 @@ class Process:
             ty = pkt.ty
             if ty == Op.ERROR or ty == Op.WATCH_EVENT:  # the only answers xb_answer logs
                 self.access_log.xb_answer(pkt.tid, con.domstr, ty, pkt.data)
-            if not xb.has_old_output():  # the head is the packet written now
+            if xb._out_off >= len(xb._out):  # not has_old_output: the head is written now
                 st = con.counters
                 st.bytes_out += 16 + len(pkt.data)
-                if pkt.ty is Op.WATCH_EVENT:
+                if ty == Op.WATCH_EVENT:
                     st.events_sent += 1
                 if self.trace is not None:
                     self.trace.packet_out(con, pkt)
