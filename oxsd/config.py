@@ -112,6 +112,8 @@ class Settings:
     pid_file: str = "/var/run/xen/xenstored.pid"
     xenstored_kva: str = ""
     xenstored_port: str = ""
+    # oxsd: "4.17" (oxenstored 4.17's wire protocol) or "4.22" (oxsd.protocol_level).
+    protocol_level: str = "4.17"
 
     @classmethod
     def load(cls, path: str, strict: bool = False, stderr: Optional[TextIO] = None) -> "Settings":
@@ -307,11 +309,17 @@ _Conv = Callable[[str], object]
 _SPEC: Dict[str, Tuple[str, _Conv]] = {}
 
 
+def _check_protocol_level(value: str) -> str:
+    from .protocol_level import check_level
+    return check_level(value)
+
+
 def _build_spec() -> None:
     special: Dict[str, _Conv] = {
         "xenstored_log_level": check_log_level,
         "xenstored_log_file": check_log_destination,
         "access_log_file": check_log_destination,
+        "protocol_level": _check_protocol_level,
     }
     by_type: Dict[str, _Conv] = {"bool": bool_of_string, "int": int_of_string,
                                  "float": float_of_string, "str": str}

@@ -55,6 +55,7 @@ class CmdLine:
     disable_socket: bool = False
     config_test: bool = False
     sim: Optional[str] = None
+    protocol_level: Optional[str] = None  # --protocol-level: overrides the config key
 
     def config_filename(self) -> str:
         return get_config_filename(self.config_file)
@@ -102,6 +103,7 @@ _SPECS: Tuple[Tuple[str, str, str, object, str], ...] = (
     ("--disable-socket", _FLAG, "disable_socket", True, "Disable socket"),
     ("--help", _FLAG, "help", True, "Display this list of options"),
     ("--sim", _STRING, "sim", None, ""),
+    ("--protocol-level", _STRING, "protocol_level", None, ""),
 )
 _BY_NAME: Dict[str, Tuple[str, str, str, object, str]] = {s[0]: s for s in _SPECS}
 

@@ -29,7 +29,7 @@ from .logging_ import exn_to_string
 from .packet import Ack, Error, Reply, Request, Response, response_equal
 from .store import Path
 from .transaction import Transaction
-from .xb.op import Op
+from .xb.op import NEWER_OPS, Op
 from .xb.xb import BadConnection, Reconnect
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from .connections import Connections
     from .domains import Domains
     from .logging_ import AccessLog
+    from .protocol_level import ProtocolLevel
     from .store import Store
     from .transaction import TransactionRegistry
 
@@ -75,6 +76,8 @@ _ERRORS: Tuple[Tuple[type, str], ...] = (
     (Quota.LimitReached, "EQUOTA"),
     (Quota.DataTooBig, "E2BIG"),
     (Quota.TransactionOpened, "EQUOTA"),
+    (Define.NoSpace, "ENOSPC"),
+    (Define.Busy, "EBUSY"),
     (Define.UnknownOperation, "ENOSYS"),
 )
 _HANDLED = tuple(cls for cls, _ in _ERRORS)
@@ -123,6 +126,8 @@ class Process:
         self.disk_write: Optional[Callable[["Store"], None]] = None
         # -T FILE: an object with packet_in(con, pkt) / packet_out(con, pkt), or None.
         self.trace = None
+        # Protocol level 4.22 (oxsd.protocol_level.install); None at level 4.17.
+        self.protocol: Optional["ProtocolLevel"] = None
         self._simple: Dict[Op, Tuple[int, Callable]] = {
             Op.DIRECTORY: (DATA, self.do_directory),
             Op.READ: (DATA, self.do_read),
@@ -151,6 +156,8 @@ class Process:
             Op.WATCH_EVENT: (ACK, self.do_error),
             Op.ERROR: (ACK, self.do_error),
         })
+        # Unknown to 4.17's op.ml: handled as INVALID unless protocol level 4.22 says otherwise.
+        self._table.update({op: (ACK, self.do_error) for op in NEWER_OPS})
 
     # -- helpers --------------------------------------------------------
     def split_one_path(self, data: bytes, con: Connection) -> Path:
@@ -369,7 +376,7 @@ class Process:
             try:
                 dom = doms.create(domid, mfn, remote_port=remote_port)
                 self.cons.add_domain(dom)
-                self.cons.fire_spec_watches(t.get_root(), Path.introduce_domain)
+                self.fire_spec_watches(t.get_root(), Path.introduce_domain, [domid])
             except Exception as exn:
                 raise InvalidCmdArgs() from exn
         if dom.get_remote_port() != remote_port or dom.get_mfn() != mfn:
@@ -390,7 +397,14 @@ class Process:
         t.get_store().reset_permissions(domid)
         if not fire:
             raise InvalidCmdArgs()
-        self.cons.fire_spec_watches(t.get_root(), Path.release_domain)
+        self.fire_spec_watches(t.get_root(), Path.release_domain, [domid])
+
+    def fire_spec_watches(self, root, specpath: str, domids: List[int]) -> None:
+        """Fire `specpath` for `domids`: plain at level 4.17, with `<spec>/<domid>` at 4.22."""
+        if self.protocol is None:
+            self.cons.fire_spec_watches(root, specpath)
+        else:
+            self.protocol.fire_spec_watches(root, specpath, domids)
 
     def do_resume(self, con: Connection, t: Transaction, data: bytes) -> None:
         if not con.is_dom0():
@@ -404,7 +418,11 @@ class Process:
     # -- transactions ---------------------------------------------------
     def start_transaction(self, con: Connection, store: "Store") -> int:
         s = self.settings
-        if (s.quota_transaction > 0 and not con.is_dom0()
+        limit = None if self.protocol is None else self.protocol.domain_limit(con, "transactions")
+        if limit is not None:  # a per-domain quota (level 4.22): C xenstored's check
+            if limit and len(con.transactions) >= limit:
+                raise Define.NoSpace()
+        elif (s.quota_transaction > 0 and not con.is_dom0()
                 and len(con.transactions) > s.quota_transaction):
             raise Quota.TransactionOpened()
         tid = con.valid_transaction_id(con.next_tid)
@@ -663,6 +681,8 @@ class Process:
             log.error("caught exception %s", exn)
             log.error("got a bad client %-8s", con.domstr)
             con.mark_as_bad()
+            if self.protocol is not None:
+                self.protocol.on_bad_connection(con)
             return
         if packet is None:
             return
