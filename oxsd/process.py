@@ -685,7 +685,11 @@ class Process:
                 self.protocol.on_bad_connection(con)
             return
         if packet is None:
-            return
+            if self.protocol is None:
+                return
+            packet = self.protocol.complete_empty_packet(con)
+            if packet is None:
+                return
         if self.trace is not None:
             self.trace.packet_in(con, packet)
         self.process_packet(con, packet)
