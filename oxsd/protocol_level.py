@@ -51,7 +51,7 @@ log = logging.getLogger("oxsd.protocol_level")
 
 LEVEL_4_17 = "4.17"
 LEVEL_4_22 = "4.22"
-LEVELS = (LEVEL_4_17, LEVEL_4_22)
+LEVELS = (LEVEL_4_17, LEVEL_4_22)  # also parse_arg.PROTOCOL_LEVELS (no import: a leaf module)
 
 # xs_wire.h XENSTORE_SERVER_FEATURE_*
 FEATURE_RECONNECTION = 1

@@ -9,7 +9,7 @@ from oxsd import parse_arg
 from oxsd.config import Settings, validate
 from oxsd.db import from_channel_f, to_lines
 from oxsd.directory_part import Generations, c_atoi, part
-from oxsd.protocol_level import (FEATURES, DomainQuotas, ProtocolLevel, c_strings,
+from oxsd.protocol_level import (FEATURES, LEVELS, DomainQuotas, ProtocolLevel, c_strings,
                                  check_level, parse_domid)
 from oxsd.quota import Quota
 from oxsd.store import Path
@@ -73,6 +73,11 @@ def test_the_switch_is_a_config_key_and_a_flag():
     assert "protocol-level" not in parse_arg.usage_string()  # the usage stays oxenstored's
     with pytest.raises(ValueError):
         check_level("4.18")
+    with pytest.raises(parse_arg.ArgBad) as bad:
+        parse_arg.parse_argv(["xenstored", "--protocol-level=4.18"])
+    assert bad.value.text.startswith("xenstored: wrong argument '4.18'; option "
+                                     "'--protocol-level' expects one of: 4.17 4.22.\n")
+    assert parse_arg.PROTOCOL_LEVELS == LEVELS
 
 
 def test_new_ops_decode_but_outside_them_is_invalid():
