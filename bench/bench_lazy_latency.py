@@ -3,7 +3,7 @@
 
 A lazy guest writes requests into its ring and never signals its event
 channel; it is served through the ring scan (every 15 s at most, see
-domains.md §8.3) and then while it holds the io credit the scan gave it.
+xenstored.ml: periodic_ops) and then while it holds the io credit the scan gave it.
 Both daemons run at once (fresh, Debian's config, `ring-scan-interval` as
 given), each with one lazy guest (oxsd.sim Guest, domU 6) and nothing else
 to do.  Measured per daemon:

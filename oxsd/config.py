@@ -5,7 +5,7 @@
 built once at start-up from the file and the flags, and passed to whoever
 needs it: there are no module-level mutable limits (unlike define.ml).
 
-Reading a file (config.md §2-§5):
+Reading a file (config.ml: read, xenstored.ml: parse_config):
 
 * `parse_lines(data)` splits the text into `(key, value)` pairs exactly as
   `Config.parse_line`: trim spaces and tabs only (a CR stays), skip empty
@@ -309,9 +309,19 @@ _Conv = Callable[[str], object]
 _SPEC: Dict[str, Tuple[str, _Conv]] = {}
 
 
-def _check_protocol_level(value: str) -> str:
-    from .protocol_level import check_level
-    return check_level(value)
+PROTOCOL_LEVELS = ("4.17", "4.22")  # oxsd.protocol_level, docs/protocol-4.22.md
+
+
+class UnknownProtocolLevel(ValueError):
+    def ocaml_str(self) -> str:
+        return f'Failure("protocol-level: {self.args[0]} is none of {", ".join(PROTOCOL_LEVELS)}")'
+
+
+def check_protocol_level(value: str) -> str:
+    """The `protocol-level` value converter (also for --protocol-level)."""
+    if value not in PROTOCOL_LEVELS:
+        raise UnknownProtocolLevel(value)
+    return value
 
 
 def _build_spec() -> None:
@@ -319,7 +329,7 @@ def _build_spec() -> None:
         "xenstored_log_level": check_log_level,
         "xenstored_log_file": check_log_destination,
         "access_log_file": check_log_destination,
-        "protocol_level": _check_protocol_level,
+        "protocol_level": check_protocol_level,
     }
     by_type: Dict[str, _Conv] = {"bool": bool_of_string, "int": int_of_string,
                                  "float": float_of_string, "str": str}

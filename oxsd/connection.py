@@ -2,7 +2,7 @@
 
 A connection owns its transport (`Xb`), its open transactions, its watches
 and the "source pipe" of watch events it caused.  Watch events travel
-through three bounded stages (watches.md §5): the source connection's pipe
+through three bounded stages (connection.ml: source_flush_watchevents): the source connection's pipe
 (practically unbounded; while non-empty the source may not send requests),
 the watch's own pipe (capacity `quota-maxwatchevents`) and the watcher's
 output queue.  Each push flushes as far down as it can, so in the normal
@@ -18,6 +18,7 @@ from . import perms as Perms
 from . import quota as Quota
 from .define import AlreadyExist
 from .ocaml_hashtbl import Hashtbl
+from .stats import ConnStats
 from .xb.op import Op
 from .xb.packet import Packet
 
@@ -104,6 +105,18 @@ class Watch:
         return not self.pending_watchevents.is_empty()
 
 
+class ReplyRefused(RuntimeError):
+    """The output queue refused a reply (connection.ml's `assert (result <> None)`)."""
+
+    def __init__(self) -> None:
+        super().__init__("reply refused by the output queue")
+
+
+class UnknownTransaction(KeyError):
+    """A request naming a transaction id the connection does not have (Not_found in
+    connection.ml get_transaction): the client's mistake, not the daemon's."""
+
+
 def get_path_of_domid(domid: int) -> str:
     return f"/local/domain/{domid}/"
 
@@ -128,6 +141,7 @@ class Connection:
         self.domstr = f"A{anonid}" if dom is None else f"D{dom.id}"
         self.base_path = get_path_of_domid(0 if dom is None else dom.id)
         self.is_mmap = dom is not None
+        self.counters = ConnStats()  # oxsd's own counters (oxsd-top); no 4.17 behaviour reads them
         # Practically unbounded: bounded only by what one request can fire.
         self.pending_source_watchevents: BoundedPipe[Tuple[Watch, Packet]] = BoundedPipe(
             1 << 62, lambda item: item[0].pending_watchevents.push(item[1]))
@@ -189,15 +203,22 @@ class Connection:
         return Packet(tid, rid, ty, data)
 
     def send_reply(self, tid: int, rid: int, ty: Op, data: bytes) -> None:
-        # Input is only read when a reply fits, so the queue cannot refuse it.
-        accepted = self.xb.queue(self.packet_of(tid, rid, ty, data))
-        assert accepted, "reply refused by the output queue"
+        # Input is only read when a reply fits, so the queue cannot refuse it
+        # (connection.ml asserts it; a real check, which `python -O` keeps).
+        if self.is_mmap and len(data) > XENSTORE_PAYLOAD_MAX:  # packet_of, inline (every reply)
+            accepted = self.xb.queue(Packet(tid, rid, Op.ERROR, _E2BIG))
+        else:
+            accepted = self.xb.queue(Packet(tid, rid, ty, data))
+        if not accepted:
+            raise ReplyRefused()
 
     def send_error(self, tid: int, rid: int, err: str) -> None:
+        self.counters.count_error(err)
         self.send_reply(tid, rid, Op.ERROR, err.encode() + b"\0")
 
     def send_ack(self, tid: int, rid: int, ty: Op) -> None:
-        self.send_reply(tid, rid, ty, _OK)
+        accepted = self.xb.queue(Packet(tid, rid, ty, _OK))  # send_reply: OK always fits
+        assert accepted, "reply refused by the output queue"
 
     def do_input(self) -> Optional[Packet]:
         return self.xb.input()
@@ -293,6 +314,7 @@ class Connection:
         """Queue an event for `watch` with this connection as its source."""
         data = watch.path.encode("latin-1") + b"\0" + watch.token + b"\0"
         pkt = watch.con.packet_of(0, 0, Op.WATCH_EVENT, data)
+        watch.con.counters.events_queued += 1
         if not self.pending_source_watchevents.push((watch, pkt)):
             raise RuntimeError("watch event overflow, cannot happen")
 
@@ -311,7 +333,11 @@ class Connection:
             tid += 1
 
     def get_transaction(self, tid: int) -> "Transaction":
-        return self.transactions[tid]
+        """The open transaction `tid`; UnknownTransaction (Not_found) when there is none."""
+        t = self.transactions.get(tid)
+        if t is None:
+            raise UnknownTransaction(tid)
+        return t
 
     # -- live update --------------------------------------------------
     def has_extra_connection_data(self) -> bool:

@@ -58,6 +58,10 @@ class Connections:
         # the few busy rings, not at every introduced domain).
         self.active: Dict[int, Connection] = {}
         self.watches: Trie = Trie.create()
+        # Per connection, the trie keys holding its watches (with how many), so
+        # that dropping a connection's watches touches only its own keys
+        # instead of mapping over every watch of every connection.
+        self.watch_keys: Dict[Connection, Dict[Tuple[str, ...], int]] = {}
         self.anon_id_next = 1
         # Protocol level 4.22 (oxsd.protocol_level): called with each new domain connection.
         self.on_new_domain: Optional[Callable[[Connection], None]] = None
@@ -101,13 +105,14 @@ class Connections:
         return self.ports[port]
 
     def del_watches(self, con: Connection) -> None:
+        """Drop every watch of `con` from the trie (connections.ml maps over the
+        whole trie; filtering only `con`'s own keys leaves the same trie, as
+        both prune the branches they empty, and costs only its own watches)."""
         con.del_watches()
-
-        def keep_others(watches: List[Watch]) -> Optional[List[Watch]]:
+        for key in self.watch_keys.pop(con, ()):
+            watches = self.watches.find(key)
             ws = [w for w in watches if w.con is not con]
-            return ws or None
-
-        self.watches = self.watches.map(keep_others)
+            self.watches = self.watches.set(key, ws) if ws else self.watches.unset(key)
 
     def del_anonymous(self, con: Connection) -> None:
         try:
@@ -162,6 +167,8 @@ class Connections:
         watch = con.add_watch(path, apath, token, check_quota)
         existing = self.watches.find(key) if self.watches.mem(key) else []
         self.watches = self.watches.set(key, [watch] + existing)
+        keys = self.watch_keys.setdefault(con, {})
+        keys[key] = keys.get(key, 0) + 1
         return watch
 
     def del_watch(self, con: Connection, path: str, token: bytes) -> Watch:
@@ -172,7 +179,19 @@ class Connections:
             self.watches = self.watches.set(key, watches)
         else:
             self.watches = self.watches.unset(key)
+        self._forget_key(con, key)
         return watch
+
+    def _forget_key(self, con: Connection, key: Tuple[str, ...]) -> None:
+        keys = self.watch_keys.get(con)
+        if keys is None or key not in keys:
+            return
+        if keys[key] > 1:
+            keys[key] -= 1
+        else:
+            del keys[key]
+            if not keys:
+                del self.watch_keys[con]
 
     def fire_watches(self, source: Connection, roots: Tuple[Optional["Node"], "Node"],
                      path: Path, recurse: bool) -> None:
@@ -216,7 +235,13 @@ class Connections:
                 len(doms), sum(o for _, o in doms), sum(w for w, _ in doms))
 
     def debug(self) -> str:
-        return "".join(c.debug() for c in self.iter())
+        """CONTROL watches: domains, then sockets, each table in the reverse of its
+        Hashtbl.fold order (the original conses onto a list as it folds).  Domains
+        are keyed by domid, so their order is the original's; sockets are keyed by
+        fd, and oxsd's fds are not the original's (docs/deviations.md)."""
+        def listed(table: Dict[int, Connection]) -> List[Connection]:
+            return list(reversed(hashtbl_order(table))) if len(table) > 1 else list(table.values())
+        return "".join(c.debug() for c in listed(self.domains) + listed(self.anonymous))
 
     def debug_watchevents(self, con: Connection) -> str:
         # The set behind these counts is never filled in the original.

@@ -1,6 +1,6 @@
 """The live-update DB dump `$xenstored-dump-format` (port of xenstored.ml's module DB).
 
-persistence.md §1-2.  The dump is text, one comma-separated record per
+xenstored.ml: DB.  The dump is text, one comma-separated record per
 line, byte-compatible with oxenstored 4.17 in both directions:
 
     $xenstored-dump-format
@@ -75,12 +75,15 @@ import os
 import socket
 import stat
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import (TYPE_CHECKING, BinaryIO, Callable, Dict, Iterable, List, Optional,
                     Sequence, Set, Tuple)
 
 from . import perms as Perms
+from .connections import hashtbl_order
 from .define import AlreadyExist
-from .disk import ocaml_exn_str
+from .event import Event
+from .printexc import ocaml_exn_str
 from .packet import Ack, Error, Reply
 from .store import Node, Path
 from .utils import hexify, int_of_string, nativeint_of_string, unhexify
@@ -91,9 +94,8 @@ if TYPE_CHECKING:
     from .connection import Connection
     from .connections import Connections
     from .domains import Domains
-    from .event import Event
     from .store import Store
-    from .xenctrl import Hypervisor
+    from .hypervisor import Hypervisor
 
 __all__ = ["DUMP_FORMAT_HEADER", "BadFormat", "to_channel", "to_bytes", "to_file",
            "from_channel_f", "from_channel", "from_file", "Restored", "dump_connection",
@@ -124,7 +126,6 @@ class _UnixError(OSError):
 
 def _hash_order(table: Dict[int, "Connection"]) -> List["Connection"]:
     """The values of a connection table in OCaml Hashtbl.iter order."""
-    from .connections import hashtbl_order
     return hashtbl_order(table)
 
 
@@ -369,6 +370,97 @@ def _adopt_socket(fd: int, owned: Dict[int, socket.socket], call: str) -> socket
         raise _UnixError(e, call) from None
 
 
+@dataclass
+class _Loader:
+    """The per-record actions of DB.from_channel, sharing what one load has adopted so far."""
+
+    cons: "Connections"
+    ops: SimpleNamespace  # Store.get_ops(full rights)
+    domains_init: Callable[["Event"], "Domains"]
+    hv: Optional["Hypervisor"]
+    owned: Dict[int, socket.socket]
+    restored: Restored = field(default_factory=lambda: Restored(None, None))
+    in_use: Set[int] = field(default_factory=set)  # fds adopted by this load
+
+    def new_event(self, fd: Optional[int] = None, domexc_port: Optional[int] = None) -> "Event":
+        if self.hv is None:
+            raise RuntimeError("no hypervisor interface")
+        event = Event.init(self.hv.open_evtchn(fd), domexc_port)
+        self.in_use.add(event.fd())
+        return event
+
+    def require_doms(self) -> Optional["Domains"]:
+        if self.restored.doms is None:
+            log.warning("No event channel file descriptor available in dump!")
+            if self.hv is None:
+                return None
+            self.restored.doms = self.domains_init(self.new_event())
+        return self.restored.doms
+
+    def global_f(self, rw: str) -> None:
+        fd = int_of_string(rw)
+        sock = _adopt_socket(fd, self.owned, "listen")
+        try:
+            sock.listen(1)
+        except OSError as e:
+            if sock is not self.owned.get(fd):
+                sock.detach()  # not ours after all: leave the fd as it was
+            raise _UnixError(e, "listen") from None
+        self.owned[fd] = sock
+        self.in_use.add(fd)
+        self.restored.listen_sock = sock
+
+    def evtchn_f(self, fd: int, domexc_port: int) -> None:
+        if fd in self.in_use or fd in self.owned:  # ours already: not an inherited handle
+            raise _UnixError(OSError(errno.EBADF, os.strerror(errno.EBADF)), "fdopen")
+        self.restored.doms = self.domains_init(self.new_event(fd, domexc_port))
+
+    def socket_f(self, fd: int) -> None:
+        try:
+            is_valid = (stat.S_ISSOCK(os.fstat(fd).st_mode)
+                        and fd not in self.in_use and fd not in self.owned)
+        except OSError:
+            is_valid = False
+        if not is_valid:
+            log.warning("Ignoring invalid socket FD %d", fd)
+            return
+        sock = socket.socket(fileno=fd)
+        sock.setblocking(True)  # what accept gives the loop
+        self.in_use.add(fd)
+        self.cons.add_anonymous(sock)
+
+    def domain_f(self, domid: int, mfn: int, remote_port: int, local_port: Optional[int]) -> None:
+        doms = self.require_doms()
+        if doms is None:
+            raise RuntimeError("no hypervisor interface")
+        if domid > 0:
+            dom = doms.create(domid, mfn, remote_port=remote_port, local_port=local_port)
+        else:
+            dom = doms.create0(local_port=local_port)
+        self.cons.add_domain(dom)
+
+    def get_con(self, ident: int) -> "Connection":
+        if ident < 0:
+            return self.cons.find(-ident)
+        return self.cons.find_domain(ident)
+
+    def watch_f(self, ident: int, path: bytes, token: bytes) -> None:
+        self.cons.add_watch(self.get_con(ident), path.decode("latin-1"), token)
+
+    def store_f(self, path: Path, perms: Perms.Node, value: bytes) -> None:
+        self.ops.write(path, value)
+        self.ops.setperms(path, perms)
+
+    def transaction_f(self, ident: int, tid: int, next_tid: int,
+                      operations: List[Tuple[Packet, Packet]]) -> None:
+        con = self.get_con(ident)
+        if not 0 < tid < 0x3FFFFFFF:  # what valid_transaction_id can give
+            raise ValueError(f"transaction id {tid}")
+        if any(c.con is con and c.tid == tid for c in self.restored.transactions):
+            raise AlreadyExist()
+        self.restored.transactions.append(CarriedTransaction(con, tid, next_tid, operations))
+
+
 def from_channel(store: "Store", cons: "Connections",
                  domains_init: Callable[["Event"], "Domains"],
                  hv: Optional["Hypervisor"], data: bytes,
@@ -382,95 +474,15 @@ def from_channel(store: "Store", cons: "Connections",
     `--restart` without `--live`) so that a dumped number equal to one of
     them reuses that object rather than a second owner of the same fd.
     """
-    from .event import Event
-    ops = store.get_ops(Perms.Connection.full_rights)
-    owned = dict(owned or {})
-    restored = Restored(None, None)
-    in_use: Set[int] = set()  # fds adopted by this load
-
-    def new_event(fd: Optional[int] = None, domexc_port: Optional[int] = None) -> "Event":
-        if hv is None:
-            raise RuntimeError("no hypervisor interface")
-        event = Event.init(hv.open_evtchn(fd), domexc_port)
-        in_use.add(event.fd())
-        return event
-
-    def require_doms() -> Optional["Domains"]:
-        if restored.doms is None:
-            log.warning("No event channel file descriptor available in dump!")
-            if hv is None:
-                return None
-            restored.doms = domains_init(new_event())
-        return restored.doms
-
-    def global_f(rw: str) -> None:
-        fd = int_of_string(rw)
-        sock = _adopt_socket(fd, owned, "listen")
-        try:
-            sock.listen(1)
-        except OSError as e:
-            if sock is not owned.get(fd):
-                sock.detach()  # not ours after all: leave the fd as it was
-            raise _UnixError(e, "listen") from None
-        owned[fd] = sock
-        in_use.add(fd)
-        restored.listen_sock = sock
-
-    def evtchn_f(fd: int, domexc_port: int) -> None:
-        if fd in in_use or fd in owned:  # ours already: not an inherited handle
-            raise _UnixError(OSError(errno.EBADF, os.strerror(errno.EBADF)), "fdopen")
-        restored.doms = domains_init(new_event(fd, domexc_port))
-
-    def socket_f(fd: int) -> None:
-        try:
-            is_valid = stat.S_ISSOCK(os.fstat(fd).st_mode) and fd not in in_use and fd not in owned
-        except OSError:
-            is_valid = False
-        if not is_valid:
-            log.warning("Ignoring invalid socket FD %d", fd)
-            return
-        sock = socket.socket(fileno=fd)
-        sock.setblocking(True)  # what accept gives the loop
-        in_use.add(fd)
-        cons.add_anonymous(sock)
-
-    def domain_f(domid: int, mfn: int, remote_port: int, local_port: Optional[int]) -> None:
-        doms = require_doms()
-        if doms is None:
-            raise RuntimeError("no hypervisor interface")
-        if domid > 0:
-            dom = doms.create(domid, mfn, remote_port=remote_port, local_port=local_port)
-        else:
-            dom = doms.create0(local_port=local_port)
-        cons.add_domain(dom)
-
-    def get_con(ident: int) -> "Connection":
-        if ident < 0:
-            return cons.find(-ident)
-        return cons.find_domain(ident)
-
-    def watch_f(ident: int, path: bytes, token: bytes) -> None:
-        cons.add_watch(get_con(ident), path.decode("latin-1"), token)
-
-    def store_f(path: Path, perms: Perms.Node, value: bytes) -> None:
-        ops.write(path, value)
-        ops.setperms(path, perms)
-
-    def transaction_f(ident: int, tid: int, next_tid: int,
-                      operations: List[Tuple[Packet, Packet]]) -> None:
-        con = get_con(ident)
-        if not 0 < tid < 0x3FFFFFFF:  # what valid_transaction_id can give
-            raise ValueError(f"transaction id {tid}")
-        if any(c.con is con and c.tid == tid for c in restored.transactions):
-            raise AlreadyExist()
-        restored.transactions.append(CarriedTransaction(con, tid, next_tid, operations))
-
-    extra_f = None if restore_extra is None else (lambda fields: restore_extra(fields, get_con))
-    from_channel_f(data, global_f, evtchn_f, socket_f, domain_f, watch_f, store_f,
-                   transaction_f, extra_f)
-    require_doms()
-    restored.adopted_fds = in_use
-    return restored
+    load = _Loader(cons, store.get_ops(Perms.Connection.full_rights), domains_init, hv,
+                   dict(owned or {}))
+    extra_f = (None if restore_extra is None
+               else (lambda fields: restore_extra(fields, load.get_con)))
+    from_channel_f(data, load.global_f, load.evtchn_f, load.socket_f, load.domain_f,
+                   load.watch_f, load.store_f, load.transaction_f, extra_f)
+    load.require_doms()
+    load.restored.adopted_fds = load.in_use
+    return load.restored
 
 
 def from_file(store: "Store", cons: "Connections",

@@ -20,7 +20,7 @@ Public API:
   e.g. `"Nativeint.of_string"`), `IntOfStringFailure` (`Failure
   "int_of_string"`, also a `ValueError`).
 
-Error-name mapping done by the request handler (protocol.md §5):
+Error-name mapping done by the request handler (process.ml: process_packet):
 InvalidPath/InvalidArgument/IntOfStringFailure (any ValueError) -> EINVAL,
 AlreadyExist -> EEXIST, DoesntExist/LookupDoesntExist/NotFound (any
 KeyError) -> ENOENT, PermissionDenied -> EACCES, QuotaLimitReached and
@@ -41,7 +41,7 @@ __all__ = [
 xenstored_major = 1
 xenstored_minor = 0
 
-# Compiled-in paths of the Debian build (README.md § "Baseline version").
+# Compiled-in paths of the Debian build (paths.ml.in, as Debian configures it).
 xs_daemon_socket = "/var/run/xenstored/socket"
 default_config_dir = "/etc/xen"
 

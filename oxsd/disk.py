@@ -1,6 +1,6 @@
 """The `persistent` option and the legacy text dump on disk (port of disk.ml).
 
-persistence.md §3-4.  With `persistent = true` the original writes the
+disk.ml.  With `persistent = true` the original writes the
 legacy `Store.dump` text (one `<parent>/<name>{<perms>}[ = <value>]` line
 per node) to `<run dir>/db#` after every committed transaction that had
 writes, then renames it to `<run dir>/db` (`write`).  On a normal start it
@@ -17,7 +17,7 @@ The same file name holds the DB dump (`oxsd.db`) after a live update, a
 SIGTERM or an access-log rotation; `read` rejects that format too.
 
 Public API: `write(store)`, `read(store)`, `string_unescaped(s)`,
-`parse_perm(s)`, `file_readlines(path)`, `ocaml_exn_str(exc)`.
+`parse_perm(s)`, `file_readlines(path)`; `ocaml_exn_str(exc)` is oxsd.printexc's.
 """
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, List
 
 from . import paths as Paths
 from . import perms as Perms
-from .define import (AlreadyExist, DataTooBig, DoesntExist, Failure, InvalidArgument,
-                     InvalidPath, PermissionDenied, QuotaLimitReached)
+from .define import Failure, InvalidArgument
+from .printexc import ocaml_exn_str
 from .store import Path
 
 if TYPE_CHECKING:
@@ -48,43 +48,6 @@ class BadEscape(Exception):
 
     def ocaml_str(self) -> str:
         return "Disk.Bad_escape"
-
-
-_OCAML_NAMES = {
-    InvalidPath: "Define.Invalid_path",
-    AlreadyExist: "Define.Already_exist",
-    DoesntExist: "Define.Doesnt_exist",
-    PermissionDenied: "Define.Permission_denied",
-    DataTooBig: "Quota.Data_too_big",
-    QuotaLimitReached: "Quota.Limit_reached",
-}
-
-
-def ocaml_exn_str(exc: BaseException) -> str:
-    """Printexc.to_string for the exceptions a dump reader can meet (else the Python repr)."""
-    ocaml_str = getattr(exc, "ocaml_str", None)
-    if callable(ocaml_str):
-        return ocaml_str()
-    for cls, name in _OCAML_NAMES.items():
-        if isinstance(exc, cls):
-            return name
-    if isinstance(exc, Failure):
-        return f'Failure("{exc.msg}")'
-    if isinstance(exc, KeyError):
-        return "Not_found"
-    if isinstance(exc, EOFError):
-        return "End_of_file"
-    from .evtchn import EvtchnError
-    if isinstance(exc, EvtchnError):  # the eventchn stubs' failwith
-        return f'Failure("{exc.strerror}")'
-    if isinstance(exc, OSError):
-        if exc.filename is not None:  # open_in / open_out: Sys_error "<file>: <reason>"
-            return f'Sys_error("{exc.filename}: {exc.strerror}")'
-        import errno as _errno
-        name = _errno.errorcode.get(exc.errno or 0, str(exc.errno))
-        call = getattr(exc, "ocaml_call", "")
-        return f'Unix.Unix_error(Unix.{name}, "{call}", "")'
-    return repr(exc)
 
 
 # -- String.escaped, undone (disk.ml's own unescaper) -------------------------

@@ -1,6 +1,6 @@
 """The registry of introduced domains and the conflict-credit queues (port of domains.ml).
 
-Conflict credit (domains.md §9): a domain whose commits make other domains'
+Conflict credit (domains.ml: decr_conflict_credit): a domain whose commits make other domains'
 transactions fail loses a point per conflict; at zero it is paused (its
 ring is not served) until `frequent_ops` pays credit back, one point per
 `conflict-max-history-seconds`, to the first domain queued (aggregate mode)
@@ -8,6 +8,7 @@ or to every domain (individual mode).
 """
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 from collections import deque
@@ -133,7 +134,13 @@ class Domains:
                 continue
             try:
                 info = self.hv.domain_getinfo(domid)
-            except Exception:
+            except Exception as exc:
+                # Only a domain that does not exist is dead: a failing hypercall
+                # (EPERM, EFAULT, ENOMEM, ...) or a bug here must not tear down a
+                # live guest's connection (deviation: domains.ml takes any Xenctrl.Error).
+                if not (isinstance(exc, OSError) and exc.errno == errno.ESRCH):
+                    log.warning("Domain %u: no domain info (%s): kept for now", domid, exc)
+                    continue
                 log.debug("Domain %u died -- no domain info", domid)
                 dead.insert(0, domid)
                 continue

@@ -6,7 +6,7 @@ implementations:
 * `XenEventChannel`: the Linux evtchn device driven directly with
   ioctl(2)/read(2)/write(2) (what libxenevtchn's Linux backend does; no C
   library needed);
-* `oxsd.sim.hv.SimEventChannel`: the simulated hypervisor (spec/sim.md).
+* `oxsd.sim.hv.SimEventChannel`: the simulated hypervisor (oxsd/sim/layout.py).
 
 Ports are plain ints.  Every failing operation raises `EvtchnError` (an
 OSError carrying errno), the counterpart of the `Failure "evtchn ... failed"`
@@ -64,6 +64,10 @@ class EvtchnError(OSError):
     @classmethod
     def of(cls, op: str, err: int) -> "EvtchnError":
         return cls(err, f"evtchn {op} failed")
+
+    def ocaml_str(self) -> str:
+        """Printexc.to_string of the stubs' failwith: `Failure("evtchn <op> failed")`."""
+        return f'Failure("{self.strerror}")'
 
 
 class EventChannel(ABC):

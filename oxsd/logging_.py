@@ -1,6 +1,6 @@
 """The xenstored log and the access log (port of logging.ml).
 
-Goals: the same bytes in the same files as oxenstored (logging.md), and an
+Goals: the same bytes in the same files as oxenstored (logging.ml), and an
 access log cheap enough for the request path.
 
 **Loggers.**  A `FileLogger` or `SyslogLogger` does the writing
@@ -45,7 +45,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import time
 import traceback
 from dataclasses import dataclass
@@ -54,6 +53,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Tuple, Union
 from . import syslog as Syslog
 from .config import LOG_LEVELS, UnknownLevel
 from .define import xenstored_major, xenstored_minor
+from .printexc import ocaml_exn_str
 from .utils import ocaml_escaped
 from .xb.op import NEWER_OPS, Op
 
@@ -164,7 +164,7 @@ class _DateCache:
         return self.head + _MS[int(1000.0 * (t - sec))]
 
 
-# string_of_date(t=None): UTC `YYYYMMDDTHH:MM:SS.mmmZ`, milliseconds truncated (logging.md §1.4).
+# string_of_date(t=None): UTC `YYYYMMDDTHH:MM:SS.mmmZ`, milliseconds truncated (logging.ml: string_of_date).
 string_of_date = _DateCache()
 
 
@@ -174,14 +174,6 @@ def truncate_line(nb_chars: int, line: str) -> str:
         n = max(nb_chars - 1, 2)
         return line[:n - 2] + ".."
     return line
-
-
-def _encode(line: str) -> bytes:
-    """Lines hold one character per byte (latin-1); anything wider goes out as UTF-8."""
-    try:
-        return line.encode("latin-1")
-    except UnicodeEncodeError:
-        return line.encode("utf-8", "surrogateescape")
 
 
 # -- loggers ----------------------------------------------------------------------
@@ -237,7 +229,11 @@ class FileLogger:
         fd = self.fd
         if fd is None:
             raise OSError("log file is closed")
-        data = _encode(s + "\n")
+        s += "\n"
+        try:  # lines hold one character per byte (latin-1); anything wider goes out as UTF-8
+            data = s.encode("latin-1")
+        except UnicodeEncodeError:
+            data = s.encode("utf-8", "surrogateescape")
         n = os.write(fd, data)
         while n < len(data):  # regular files do not short-write, but be exact anyway
             data = data[n:]
@@ -447,14 +443,14 @@ _SPECIAL_OPS = frozenset({Op.INTRODUCE, Op.RELEASE, Op.GET_DOMAIN_PATH, Op.IS_IN
 
 _NUL_TO_SPACE = bytes.maketrans(b"\0", b" ")
 # Bytes String.escaped leaves alone, once NULs are spaces: the common case.
-_PLAIN = re.compile(rb'[\x00\x20\x21\x23-\x5b\x5d-\x7e]*')
+_PLAIN = bytes([0x00, 0x20, 0x21] + list(range(0x23, 0x5c)) + list(range(0x5d, 0x7f)))
 
 
 def sanitize_data(data: Union[bytes, str]) -> str:
     """NUL -> space, then OCaml String.escaped."""
-    if isinstance(data, str):
-        data = data.encode("latin-1", "replace")
-    if _PLAIN.fullmatch(data) is not None:
+    if type(data) is not bytes:
+        data = data.encode("latin-1", "replace") if isinstance(data, str) else bytes(data)
+    if not data.translate(None, _PLAIN):  # every byte plain: nothing to escape
         return data.translate(_NUL_TO_SPACE).decode("ascii")
     return ocaml_escaped(data.translate(_NUL_TO_SPACE))
 
@@ -498,7 +494,8 @@ class AccessLog:
         self.read_ops = settings.access_log_read_ops
         self.transaction_ops = settings.access_log_transactions_ops
         self.special_ops = settings.access_log_special_ops
-        self._print_op = tuple(self._op_filter(Op(i)) for i in range(len(Op)))
+        # logs_op[op]: whether xb_op logs requests of that op (callers may test it first).
+        self.logs_op: Tuple[bool, ...] = tuple(self._op_filter(Op(i)) for i in range(len(Op)))
 
     @classmethod
     def disabled(cls) -> "NullAccessLog":
@@ -521,8 +518,12 @@ class AccessLog:
                 data = data[:self._max_data]
             prefix = ("" if self._prefix_open is None
                       else self._prefix_open + string_of_date() + self._prefix_close)
-            tidf = (con if tid == 0 else f"{con}.{tid}").ljust(12)
-            self.logger.write(f"{prefix} {tidf} {type_field} {sanitize_data(data)}", level)
+            tidf = con if tid == 0 else f"{con}.{tid}"
+            if type(data) is bytes and not data.translate(None, _PLAIN):
+                text = data.translate(_NUL_TO_SPACE).decode("ascii")  # sanitize_data's usual case
+            else:
+                text = sanitize_data(data)
+            self.logger.write("%s %-12s %s %s" % (prefix, tidf, type_field, text), level)
         except Exception:
             pass  # the original ignores every failure of the access log
 
@@ -547,7 +548,7 @@ class AccessLog:
         self._log(con, tid, COMMIT, b"", logging.DEBUG)
 
     def xb_op(self, tid: int, con: str, ty: Op, data: bytes) -> None:
-        if self._print_op[ty]:
+        if self.logs_op[ty]:
             self._log(con, tid, _TYPE_FIELD[ty], data, logging.INFO)
 
     def start_transaction(self, tid: int, con: str) -> None:
@@ -594,6 +595,7 @@ class NullAccessLog(AccessLog):
     """The access log when it is off: every method is a no-op."""
 
     enabled = False
+    logs_op: Tuple[bool, ...] = (False,) * len(Op)
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         pass
@@ -613,8 +615,7 @@ class NullAccessLog(AccessLog):
 
 def exn_to_string(exc: BaseException) -> str:
     """Printexc.to_string where we know the OCaml form (KeyError is Not_found, Failure,
-    Sys_error, ...: disk.ocaml_exn_str), else the Python repr."""
-    from .disk import ocaml_exn_str  # lazy: disk imports the store
+    Sys_error, ...: printexc.ocaml_exn_str), else the Python repr."""
     return ocaml_exn_str(exc)
 
 

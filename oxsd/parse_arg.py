@@ -16,7 +16,7 @@ like) or as `--opt=value`; an empty value means "not given".  Words that
 do not start with `-` are ignored; the last of repeated options wins.
 
 oxsd adds one option, `--sim DIR` (run on the simulated hypervisor of
-spec/sim.md).  Like the original's compatibility options `--pid-file` and
+oxsd/sim/layout.py).  Like the original's compatibility options `--pid-file` and
 `-T` it has no description, so `Arg` leaves it out of the usage text, which
 stays byte-identical to oxenstored's.  Only the flag selects the
 simulation; no environment variable does.

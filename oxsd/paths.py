@@ -1,7 +1,7 @@
 """Directories compiled into oxenstored (port of paths.ml.in).
 
-The values are those of Debian's build of Xen 4.17 (spec README.md
-§ "Baseline version").  They are functions rather than constants so that
+The values are those of Debian's build of Xen 4.17 (Debian's
+xen 4.17 packaging).  They are functions rather than constants so that
 the one override the Xen tools know, the environment variable
 `XENSTORED_RUNDIR` (honoured by libxenstore and C xenstored through
 `xs_daemon_rundir()`), is read when a path is needed and a test can set it

@@ -1,6 +1,6 @@
 """Node permission records, connection identities and the access checks (port of perms.ml).
 
-store.md §4–6.  A node's record is `Node(owner, other, acl)`: `other` is the
+perms.ml.  A node's record is `Node(owner, other, acl)`: `other` is the
 right of every domain not listed in `acl`, a tuple of `(domid, right)`.  A
 connection's identity is `Connection(main, target)`, each an
 `(domid, rights)` pair; the rights lists are never consulted by the checks.

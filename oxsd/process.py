@@ -12,21 +12,20 @@ and `Failure "int_of_string"`); anything else becomes EIO and is logged.
 from __future__ import annotations
 
 import logging
-import os
-import sys
-import time
 import traceback
-from dataclasses import dataclass, field, replace
+from time import perf_counter_ns
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 
 from . import define as Define
 from . import perms as Perms
 from . import quota as Quota
 from . import utils as Utils
-from .connection import Connection
+from .connection import Connection, UnknownTransaction
 from .history import History, HistoryRecord
+from .live_update import LiveUpdate
 from .logging_ import exn_to_string
 from .packet import Ack, Error, Reply, Request, Response, response_equal
+from .stats import STATS_COMMAND, DaemonStats, snapshot_json
 from .store import Path
 from .transaction import Transaction
 from .xb.op import NEWER_OPS, Op
@@ -37,7 +36,6 @@ if TYPE_CHECKING:
     from .connections import Connections
     from .domains import Domains
     from .logging_ import AccessLog
-    from .protocol_level import ProtocolLevel
     from .store import Store
     from .transaction import TransactionRegistry
 
@@ -126,8 +124,12 @@ class Process:
         self.disk_write: Optional[Callable[["Store"], None]] = None
         # -T FILE: an object with packet_in(con, pkt) / packet_out(con, pkt), or None.
         self.trace = None
-        # Protocol level 4.22 (oxsd.protocol_level.install); None at level 4.17.
-        self.protocol: Optional["ProtocolLevel"] = None
+        self.stats = DaemonStats()
+        # The id-0 transaction every request outside a transaction runs in (_process_direct).
+        self._direct = txreg.make(0, store, internal=True)
+        # Protocol level 4.22 (a protocol_level.ProtocolLevel, set by its install(); not
+        # imported here: it imports this module); None at level 4.17.
+        self.protocol = None
         self._simple: Dict[Op, Tuple[int, Callable]] = {
             Op.DIRECTORY: (DATA, self.do_directory),
             Op.READ: (DATA, self.do_read),
@@ -161,17 +163,17 @@ class Process:
 
     # -- helpers --------------------------------------------------------
     def split_one_path(self, data: bytes, con: Connection) -> Path:
-        args = split(2, data)
+        args = data.split(b"\0", 1)  # split(2, data); Path.create decodes (decode_path)
         if len(args) == 2 and args[1] == b"":
-            return Path.create(decode_path(args[0]), con.get_path(), self.settings.quota_path_max)
+            return Path.create(args[0], con.base_path, self.settings.quota_path_max)
         raise InvalidCmdArgs()
 
     def process_watch(self, source: Connection, t: Transaction) -> None:
         """Fire the watches for every change the transaction recorded, oldest first."""
         oldroot = t.oldroot
-        newroot = t.get_root()
+        newroot = t.store.root  # t.get_root()
         cons = self.cons
-        for op, path in reversed(t.get_paths()):
+        for op, path in t.paths:  # oldest first
             if op is Op.WRITE or op is Op.MKDIR:
                 cons.fire_watches(source, (None, newroot), path, False)
             elif op is Op.RM:
@@ -180,15 +182,15 @@ class Process:
                 cons.fire_watches(source, (oldroot, newroot), path, False)
             else:
                 raise RuntimeError("huh ?")
-        cons.send_watchevents(source)
+        if source.pending_source_watchevents.q:  # send_watchevents flushes it: nothing to do if empty
+            cons.send_watchevents(source)
 
     @staticmethod
     def create_implicit_path(t: Transaction, perm, path: Path) -> None:
         """mkdir every missing ancestor of `path` (no watch fires for them)."""
-        dirname = path.get_parent()
-        if t.path_exists(dirname):
+        if t.store.path_exists(path[:-1]):  # the parent (no Path made for the usual case)
             return
-        hierarchy = dirname.get_hierarchy()[1:]
+        hierarchy = path.get_parent().get_hierarchy()[1:]
         missing: List[Path] = []
         for i, p in enumerate(hierarchy):
             if not t.path_exists(p):
@@ -222,6 +224,8 @@ class Process:
             return t.get_store().quota.to_string(domid).encode("latin-1") + b"\0"
         if cmd == b"watches":
             return self.cons.debug().encode("latin-1") + b"\0"
+        if cmd == STATS_COMMAND and con.is_dom0():  # oxsd's own; others get the unknown's OK
+            return snapshot_json(self.cons, self.store, self.settings, self.stats)
         if cmd == b"xenbus" and len(args) >= 2:
             domid = Utils.int_of_string(args[1].decode("latin-1"))
             c = self.cons.find_domain(domid)
@@ -261,10 +265,10 @@ class Process:
         raise InvalidCmdArgs()
 
     def do_write(self, con: Connection, t: Transaction, data: bytes) -> None:
-        args = split(2, data)
+        args = data.split(b"\0", 1)  # split(2, data); Path.create decodes (decode_path)
         if len(args) != 2:
             raise InvalidCmdArgs()
-        path = Path.create(decode_path(args[0]), con.get_path(), self.settings.quota_path_max)
+        path = Path.create(args[0], con.base_path, self.settings.quota_path_max)
         self.create_implicit_path(t, con.perm, path)
         t.write(con.perm, path, args[1])
 
@@ -624,37 +628,79 @@ class Process:
         try:
             kind, fct = self._table[ty]
             if tid == 0:
-                t = self.txreg.make(0, self.store)
-            else:
-                t = con.transactions[tid]
-            if tid == 0 and ty in RETAINED_IN_HISTORY:
-                response = self._execute_with_history(kind, fct, con, t, req)
-            else:
-                response = self.input_handle_error(kind, fct, con, t, req)
+                self._process_direct(con, req, ty, rid, kind, fct)
+                return
+            t = con.get_transaction(tid)
+            response = self.input_handle_error(kind, fct, con, t, req)
             try:
                 t.check_quota_exn(con.perm)
-                if tid != 0:
-                    t.add_operation(req, response)
+                t.add_operation(req, response)
             except Quota.LimitReached:
                 response = Error("EQUOTA")
             self.send_response(ty, con, t.get_id(), rid, response)
         except Exception as exn:
-            log.error("process packet: %s. %s", exn_to_string(exn), traceback.format_exc())
+            # A guest's unknown tid gets the original's one error line, not a Python traceback
+            # (OCaml's backtrace there is two frames of its own Hashtbl.find).
+            bt = "" if isinstance(exn, UnknownTransaction) else traceback.format_exc()
+            log.error("process packet: %s. %s", exn_to_string(exn), bt)
             con.send_error(tid, rid, "EIO")
 
-    def _execute_with_history(self, kind, fct, con: Connection, t: Transaction,
-                              req: Request) -> Response:
-        dom = con.dom
-        if dom is None or dom.is_free_to_conflict():
-            # History keeps nothing for these connections; only the count moves.
-            response = self.input_handle_error(kind, fct, con, t, req)
-            self.txreg.counter += 1
-            return response
-        before = self.store.copy()
-        response = self.input_handle_error(kind, fct, con, t, req)
-        after = self.store.copy()
-        self.record_commit(con, 0, before, after)
-        return response
+    def _process_direct(self, con: Connection, req: Request, ty: Op, rid: int, kind: int,
+                        fct: Callable) -> None:
+        """process_packet outside a transaction, on the live store.
+
+        The same as the original's path (a `Transaction.make Transaction.none`,
+        input_handle_error, the history record of process.ml's
+        `execute_command`, check_quota_exn, the response and its `after`),
+        in the same order, without making a transaction, a response or a
+        closure per request: one id-0 transaction is reset and reused (a
+        request never starts while another runs), the reply is sent
+        directly and the watches of the changes fire after the ack.
+        `check_quota_exn` of a fresh id-0 transaction can only fail when
+        quota-maxrequests is 0 (it has no operations), and then for a
+        connection that is not dom0.
+        """
+        store = self.store
+        t = self._direct
+        t.reset_direct(store, self.txreg.counter)
+        limited = self.settings.quota_maxrequests == 0
+        record = None
+        before = store
+        if ty in RETAINED_IN_HISTORY:
+            dom = con.dom
+            record = dom is not None and not dom.is_free_to_conflict()
+            if record:
+                before = store.copy()
+        out = None
+        err = None
+        try:
+            if limited and not con.perm.is_dom0():
+                t.quota_reached = True
+                raise Quota.LimitReached()
+            out = fct(con, t, req.data)
+        except _HANDLED as exn:
+            err = error_name(exn)
+        if record is not None:
+            if record:
+                self.record_commit(con, 0, before, self.store.copy())
+            else:  # history keeps nothing for these connections; only the count moves
+                self.txreg.counter += 1
+        if limited and (t.quota_reached or not con.perm.is_dom0()):
+            err = "EQUOTA"
+        if err is not None:
+            con.send_error(0, rid, err)
+        elif kind == ACK:
+            con.send_ack(0, rid, ty)
+            self.process_watch(con, t)
+        elif kind == DATA:
+            con.send_reply(0, rid, ty, out)
+        elif kind == DATA_OR_ACK:
+            if out is None:
+                con.send_ack(0, rid, ty)
+            else:
+                con.send_reply(0, rid, ty, out)
+        else:
+            self.send_response(ty, con, 0, rid, out)
 
     @staticmethod
     def send_response(ty: Op, con: Connection, tid: int, rid: int, response: Response) -> None:
@@ -692,9 +738,27 @@ class Process:
                 return
         if self.trace is not None:
             self.trace.packet_in(con, packet)
+        started = perf_counter_ns()
         self.process_packet(con, packet)
-        self.access_log.xb_op(packet.tid, con.domstr, packet.ty, packet.data)
+        self._count_request(con, packet, perf_counter_ns() - started)
+        access_log = self.access_log
+        if access_log.logs_op[packet.ty]:  # xb_op's own test, without the call for reads
+            access_log.xb_op(packet.tid, con.domstr, packet.ty, packet.data)
         con.stat_nb_ops += 1
+
+    def _count_request(self, con: Connection, packet: Request, ns: int) -> None:
+        """oxsd-top's counters: a few additions; the slow-request heap only past its floor."""
+        st = con.counters
+        st.serve_ns += ns
+        st.by_op[packet.ty] += 1
+        data = packet.data
+        st.bytes_in += 16 + len(data)
+        ds = self.stats
+        if ns > ds.slow_floor:
+            ds.record_slow(ns, packet.ty, data, con.domstr)
+        ds.sample_left -= 1
+        if not ds.sample_left:
+            ds.sample_path(data)
 
     def do_output(self, con: Connection, nowait: bool = False) -> None:
         """Flush the source pipe, access-log the head packet, write one packet."""
@@ -704,9 +768,16 @@ class Process:
         queued = xb.pkt_out.q
         if queued:  # has_new_output: log the head (even behind a half-written packet)
             pkt = queued[0]
-            self.access_log.xb_answer(pkt.tid, con.domstr, pkt.ty, pkt.data)
-            if self.trace is not None and not xb.has_old_output():
-                self.trace.packet_out(con, pkt)
+            ty = pkt.ty
+            if ty == Op.ERROR or ty == Op.WATCH_EVENT:  # the only answers xb_answer logs
+                self.access_log.xb_answer(pkt.tid, con.domstr, ty, pkt.data)
+            if not xb.has_old_output():  # the head is the packet written now
+                st = con.counters
+                st.bytes_out += 16 + len(pkt.data)
+                if pkt.ty is Op.WATCH_EVENT:
+                    st.events_sent += 1
+                if self.trace is not None:
+                    self.trace.packet_out(con, pkt)
         elif not xb.has_old_output():
             return  # no output at all
         try:
@@ -732,199 +803,4 @@ class Process:
         log.info("%s reconnection complete", con.domstr)
 
 
-def _b(v: bool) -> str:
-    return "true" if v else "false"
-
-
-# -- live update (Process.LiveUpdate) ---------------------------------------
-
-FORCED_ARGS = ("--live", "--restart")
-
-_S_USAGE = ("live-update -s\n"
-            "  -t timeout in seconds to wait for active transactions to finish\n"
-            "  -F force live update to happen even with running transactions after timeout elapsed\n"
-            "  -help  Display this list of options\n"
-            "  --help  Display this list of options\n")
-
-
-def ocaml_quote(word: str) -> str:
-    """Filename.quote: single quotes, with ' written as '\\''."""
-    return "'" + word.replace("'", "'\\''") + "'"
-
-
-@dataclass
-class LiveUpdateState:
-    binary: str
-    cmdline: List[str]
-    deadline: float = 0.0
-    force: bool = False
-    result: List[str] = field(default_factory=list)
-    pending: bool = False
-
-
-class LiveUpdateError(Exception):
-    """Its message is the CONTROL reply (invalid_arg / Arg.Bad in the original)."""
-
-
-class LiveUpdate:
-    """The XS_CONTROL live-update state machine (control.md §3)."""
-
-    def __init__(self, binary: str, cmdline: List[str], clock=time.time,
-                 interpreter_args: Tuple[str, ...] = ()) -> None:
-        self.state = LiveUpdateState(binary, list(cmdline))
-        self.clock = clock
-        # `-m oxsd` when the binary is the Python interpreter: it must come first.
-        self.interpreter_args = list(interpreter_args)
-
-    def args_of(self, st: LiveUpdateState) -> Tuple[str, List[str]]:
-        filtered = [x for x in st.cmdline if x not in FORCED_ARGS]
-        prefix = self.interpreter_args if st.binary == sys.executable else []
-        return st.binary, prefix + list(FORCED_ARGS) + filtered
-
-    def string_of(self, st: LiveUpdateState) -> str:
-        exe, rest = self.args_of(st)
-        return " ".join(ocaml_quote(w) for w in [exe] + rest)
-
-    def argv(self) -> List[str]:
-        exe, rest = self.args_of(self.state)
-        return [exe] + rest
-
-    def validate(self, st: LiveUpdateState) -> LiveUpdateState:
-        """Run the new command line with --help (i.e. --config-test) and require exit 0."""
-        check = replace(st, cmdline=st.cmdline + ["--help"])
-        cmd = self.string_of(check)
-        sys.stderr.write(f"Executing {cmd}")
-        sys.stderr.flush()
-        exe, rest = self.args_of(check)
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child execs or exits
-            try:
-                os.execv(exe, [exe] + rest)
-            finally:
-                os._exit(2)
-        _, status = os.waitpid(pid, 0)
-        if os.WIFEXITED(status):
-            code = os.WEXITSTATUS(status)
-            if code == 0:
-                sys.stderr.write(f"Live update validated cmdline {cmd}")
-                sys.stderr.flush()
-                return st
-            raise LiveUpdateError(f"Command {cmd} exited with code {code}")
-        if os.WIFSIGNALED(status):
-            raise LiveUpdateError(f"Command {cmd} killed by ocaml signal number "
-                                  f"{_ocaml_signal(os.WTERMSIG(status))}")
-        raise LiveUpdateError(f"Command {cmd} stopped by ocaml signal number "
-                              f"{_ocaml_signal(os.WSTOPSIG(status))}")
-
-    def _parse_s_options(self, args: List[str]) -> Tuple[int, bool]:
-        timeout, force = 60, False
-        i = 1
-        while i < len(args):
-            a = args[i]
-            if a == "-t":
-                if i + 1 >= len(args):
-                    raise LiveUpdateError(f"-s: option '-t' needs an argument.\n{_S_USAGE}")
-                try:
-                    timeout = Utils.int_of_string(args[i + 1])
-                except Exception:
-                    raise LiveUpdateError(f"-s: wrong argument '{args[i + 1]}'; option '-t' "
-                                          f"expects an integer.\n{_S_USAGE}") from None
-                i += 2
-                continue
-            if a == "-F":
-                force = True
-            elif a in ("-help", "--help"):
-                raise LiveUpdateError(_S_USAGE)
-            elif a.startswith("-"):
-                raise LiveUpdateError(f"-s: unknown option '{a}'.\n{_S_USAGE}")
-            else:
-                raise LiveUpdateError(f"-s: {a}.\n{_S_USAGE}")
-            i += 1
-        return timeout, force
-
-    def parse_live_update(self, args: List[str]) -> Optional[str]:
-        st = self.state
-        try:
-            if len(args) == 2 and args[0] == "-f":
-                self.state = self.validate(replace(st, binary=args[1]))
-            elif args == ["-a"]:
-                sys.stderr.write("Live update aborted")
-                sys.stderr.flush()
-                self.state = replace(st, pending=False, result=[])
-            elif args and args[0] == "-c":
-                self.state = self.validate(replace(st, cmdline=st.cmdline + args[1:]))
-            elif args and args[0] == "-s":
-                if not st.pending and not st.result:
-                    timeout, force = self._parse_s_options(args)
-                    sys.stderr.write("Live update process queued")
-                    sys.stderr.flush()
-                    self.state = replace(st, deadline=self.clock() + timeout, force=force,
-                                         pending=True)
-            else:
-                raise LiveUpdateError("Unknown arguments: " + ",".join(args))
-        except LiveUpdateError as e:
-            return str(e)
-        except OSError as e:
-            return f"{getattr(e, 'filename', '') or 'fork'}: {e.strerror}"
-        st = self.state
-        if st.pending:
-            return "BUSY"
-        if st.result:
-            self.state = replace(st, result=[])
-            return "\n".join(st.result)
-        return None
-
-    def should_run(self, cons: "Connections") -> bool:
-        st = self.state
-        if not st.pending:
-            return False
-        blocking = cons.prevents_quit()
-        if not blocking:
-            return True
-        if self.clock() < st.deadline:
-            return False
-        log.warning("timeout reached: have to wait, migrate or shutdown %d domains:", len(blocking))
-        msgs = [f"{c.domstr}: {c.number_of_transactions()} tx, out: {_b(c.has_output())}, "
-                f"perm: {Perms.Connection.to_string(c.perm)}" for c in reversed(blocking)]
-        for m in msgs:
-            log.warning("Live-update: %s", m)
-        if st.force:
-            log.warning("Live update forced, some domain connections may break!")
-            return True
-        log.warning("Live update aborted (see above for domains preventing it)")
-        self.state = replace(st, pending=False, result=msgs)
-        return False
-
-    def carries_transactions(self, cons: "Connections") -> bool:
-        """-F past the deadline and what blocks is only open transactions: dump them and go.
-
-        oxsd only.  The original's loop goes on while anything blocks, so its
-        -F never drops or carries a transaction; oxsd carries them in the dump
-        (db.py `transaction` lines) and recreates them after the exec.  A
-        connection with a partial packet, queued output or a changed identity
-        (set_target) is not carried: the update still waits for it, every
-        iteration repeating the warnings of `should_run`, as the original does.
-        """
-        st = self.state
-        if not (st.pending and st.force) or self.clock() < st.deadline:
-            return False
-        blocking = cons.prevents_quit()
-        return bool(blocking) and not any(c.has_extra_connection_data() for c in blocking)
-
-    def completed(self) -> None:
-        self.state = replace(self.state, result=["OK"])
-
-
-def _ocaml_signal(signum: int) -> int:
-    """OCaml reports signals with its own negative numbers."""
-    import signal as _signal
-    table = {_signal.SIGABRT: -1, _signal.SIGALRM: -2, _signal.SIGFPE: -3, _signal.SIGHUP: -4,
-             _signal.SIGILL: -5, _signal.SIGINT: -6, _signal.SIGKILL: -7, _signal.SIGPIPE: -8,
-             _signal.SIGQUIT: -9, _signal.SIGSEGV: -10, _signal.SIGTERM: -11,
-             _signal.SIGUSR1: -12, _signal.SIGUSR2: -13, _signal.SIGCHLD: -14,
-             _signal.SIGCONT: -15, _signal.SIGSTOP: -16, _signal.SIGTSTP: -17,
-             _signal.SIGTTIN: -18, _signal.SIGTTOU: -19, _signal.SIGVTALRM: -20,
-             _signal.SIGPROF: -21, _signal.SIGBUS: -22, _signal.SIGPOLL: -23,
-             _signal.SIGSYS: -24, _signal.SIGTRAP: -25, _signal.SIGURG: -26,
-             _signal.SIGXCPU: -27, _signal.SIGXFSZ: -28}
-    return table.get(signum, signum)
+_b = Utils.string_of_bool

@@ -33,6 +33,7 @@ import logging
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional
 
 from . import define as Define
+from .config import PROTOCOL_LEVELS, check_protocol_level
 from . import perms as Perms
 from .connections import lookup_watch_perm
 from .directory_part import DirectoryPart, Generations, c_atoi
@@ -51,7 +52,8 @@ log = logging.getLogger("oxsd.protocol_level")
 
 LEVEL_4_17 = "4.17"
 LEVEL_4_22 = "4.22"
-LEVELS = (LEVEL_4_17, LEVEL_4_22)  # also parse_arg.PROTOCOL_LEVELS (no import: a leaf module)
+LEVELS = PROTOCOL_LEVELS  # also parse_arg.PROTOCOL_LEVELS (no import: a leaf module)
+check_level = check_protocol_level
 
 # xs_wire.h XENSTORE_SERVER_FEATURE_*
 FEATURE_RECONNECTION = 1
@@ -67,18 +69,6 @@ XENSTORE_ERROR_RINGIDX = 2
 QUOTA_NAMES = ("nodes", "watches", "transactions", "node-size")
 U32 = 0xFFFFFFFF
 Q_VAL_DISABLED = U32  # domain.h: a value that cannot be set
-
-
-class UnknownProtocolLevel(ValueError):
-    def ocaml_str(self) -> str:
-        return f'Failure("protocol-level: {self.args[0]} is none of {", ".join(LEVELS)}")'
-
-
-def check_level(value: str) -> str:
-    """The config/flag value converter."""
-    if value not in LEVELS:
-        raise UnknownProtocolLevel(value)
-    return value
 
 
 def c_strings(data: bytes) -> List[bytes]:

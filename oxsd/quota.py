@@ -1,9 +1,11 @@
 """Per-domain node counts and the value-size limit (port of quota.ml).
 
-store.md §7.  A `Quota` is immutable like the 4.17.4+ record: every update
+quota.ml.  A `Quota` is immutable like the 4.17.4+ record: every update
 returns a new object, so `copy()` is free and a transaction's start copy
-can never be changed behind its back.  Updates copy the domid -> count dict,
-which is O(number of domains owning nodes), cheap next to a store change.
+can never be changed behind its back.  The domid -> count map is a `PMap`:
+an update copies O(1) of it and a merge visits only the domids the
+transaction changed, so a guest's node creation, removal or commit costs
+the same whatever the number of other domains owning nodes.
 
 Limits (`maxent`, `maxsize`, `activate`) are taken from `Settings` when the
 quota is created (the store's creation, after the config file is read).
@@ -22,9 +24,10 @@ Public API:
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Dict, Mapping, Optional
+from typing import TYPE_CHECKING, Mapping, Optional
 
 from .define import DataTooBig, QuotaLimitReached, TransactionOpened
+from .pmap import PMap
 from .utils import format_u
 
 if TYPE_CHECKING:
@@ -36,8 +39,6 @@ LimitReached = QuotaLimitReached
 
 log = logging.getLogger("oxsd.quota")
 
-_EMPTY: Dict[int, int] = {}
-
 
 class Quota:
     """maxent/maxsize limits and the current count per domid (immutable)."""
@@ -45,12 +46,12 @@ class Quota:
     __slots__ = ("maxent", "maxsize", "activate", "cur", "limits")
 
     def __init__(self, maxent: int, maxsize: int, activate: bool = True,
-                 cur: Optional[Dict[int, int]] = None, limits=None) -> None:
+                 cur: Optional[Mapping[int, int]] = None, limits=None) -> None:
         self.maxent = maxent
         self.maxsize = maxsize
         self.activate = activate
-        # Never mutated once the object exists: updates build a new dict.
-        self.cur: Mapping[int, int] = _EMPTY if cur is None else cur
+        self.cur: PMap = (cur if isinstance(cur, PMap) else
+                          PMap.EMPTY if cur is None else PMap.of_dict(cur))
         # Protocol level 4.22 per-domain quotas (protocol_level.DomainQuotas), shared
         # by every copy; None at level 4.17.
         self.limits = limits
@@ -59,11 +60,11 @@ class Quota:
     def create(settings: "Settings") -> "Quota":
         return Quota(settings.quota_maxentity, settings.quota_maxsize, settings.quota_activate)
 
-    def _with(self, cur: Dict[int, int]) -> "Quota":
+    def _with(self, cur: PMap) -> "Quota":
         return Quota(self.maxent, self.maxsize, self.activate, cur, self.limits)
 
     def with_limits(self, limits) -> "Quota":
-        return Quota(self.maxent, self.maxsize, self.activate, dict(self.cur), limits)
+        return Quota(self.maxent, self.maxsize, self.activate, self.cur, limits)
 
     def to_string(self, domid: int) -> str:
         n = self.cur.get(domid)
@@ -78,9 +79,7 @@ class Quota:
         """Forget the count of `id` (OCaml `Quota.del`)."""
         if id not in self.cur:
             return self
-        cur = dict(self.cur)
-        del cur[id]
-        return self._with(cur)
+        return self._with(self.cur.delete(id))
 
     def get(self, id: int) -> int:
         return self.cur.get(id, 0)
@@ -107,6 +106,13 @@ class Quota:
     def _update_entry(self, id: int, diff: int) -> "Quota":
         return self._with(_updated(self.cur, id, diff))
 
+    def del_entries(self, counts: Mapping[int, int]) -> "Quota":
+        """`del_entry` `counts[id]` times for each id, in one update per id."""
+        cur = self.cur
+        for id, n in counts.items():
+            cur = _updated(cur, id, -n)
+        return self._with(cur)
+
     def del_entry(self, id: int) -> "Quota":
         return self._update_entry(id, -1)
 
@@ -117,30 +123,21 @@ class Quota:
     def merge(orig: "Quota", mod: "Quota", dest: "Quota") -> "Quota":
         """dest + (mod - orig), visiting only the domids present in `mod` [quirk: a count
         that dropped to 0 in `mod` is absent, so its decrease is lost]."""
-        cur: Optional[Dict[int, int]] = None
+        cur = dest.cur
         orig_cur = orig.cur
-        for id, nb in mod.cur.items():
+        for id, nb in mod.cur.changed_against(orig_cur):
             diff = nb - orig_cur.get(id, 0)
             if diff != 0:
-                if cur is None:
-                    cur = dict(dest.cur)
-                _update_in_place(cur, id, diff)
-        return dest if cur is None else dest._with(cur)
+                cur = _updated(cur, id, diff)
+        return dest if cur is dest.cur else dest._with(cur)
 
     def __repr__(self) -> str:
         return "Quota(maxent=%d, maxsize=%d, activate=%r, cur=%r)" % (
             self.maxent, self.maxsize, self.activate, dict(self.cur))
 
 
-def _update_in_place(cur: Dict[int, int], id: int, diff: int) -> None:
+def _updated(cur: PMap, id: int, diff: int) -> PMap:
     nb = diff + cur.get(id, 0)
     if nb == 0:
-        cur.pop(id, None)
-    else:
-        cur[id] = nb
-
-
-def _updated(cur: Mapping[int, int], id: int, diff: int) -> Dict[int, int]:
-    new = dict(cur)
-    _update_in_place(new, id, diff)
-    return new
+        return cur.delete(id) if id in cur else cur
+    return cur.set(id, nb)

@@ -12,7 +12,7 @@ Indexes are uint32 in host byte order and run freely modulo 2^32; stream
 byte i lives at i mod 1024.  The guest is untrusted: it may write anything
 into any field at any time, so every index read is validated (the `> 1024`
 checks below) and a failed check raises `BadConnection`, which the caller
-turns into "bad client" (connections.md §4.7).  The copy per call is at most
+turns into "bad client" (connection.ml: mark_as_bad).  The copy per call is at most
 1024 bytes, so a call is O(1024) whatever the guest does.
 
 Memory ordering.  The C stubs read (volatile) the indexes and `connection`,
@@ -38,11 +38,13 @@ other side can see the updated index and reuse the space.  Here:
   page, and the daemon is single-threaded anyway.
 
 On a weakly ordered CPU (Arm) this code would need real barriers, which
-Python does not expose; oxsd targets x86 like Debian's oxenstored package.
+Python does not expose, so the daemon refuses to open a hypervisor interface
+on any other architecture (`require_supported_host`, called at start-up).
 """
 from __future__ import annotations
 
 import mmap
+import platform
 import struct
 import sys
 from typing import Tuple, Union
@@ -56,6 +58,8 @@ __all__ = [
     "Reconnect",
     "BadConnection",
     "Ring",
+    "UnsupportedHost",
+    "require_supported_host",
 ]
 
 XENSTORE_RING_SIZE = 1024
@@ -98,6 +102,25 @@ _INVALID_FILL = b"\xff" * (2 * XENSTORE_RING_SIZE)  # XS_INVALID (0xffff) everyw
 
 if sys.byteorder != "little":  # pragma: no cover - wire header is '<IIII' elsewhere
     raise ImportError("oxsd assumes a little-endian host")
+
+
+# x86 in its 64- and 32-bit names (platform.machine): the TSO hosts the above relies on.
+TSO_MACHINES = frozenset({"x86_64", "amd64", "i386", "i486", "i586", "i686", "x86"})
+
+
+class UnsupportedHost(RuntimeError):
+    """The ring code cannot be correct on this CPU (no barriers in Python)."""
+
+
+def require_supported_host(machine: str = "") -> None:
+    """Refuse (UnsupportedHost) to serve rings on a CPU that is not x86: there the
+    index loads and stores may be reordered with the data copies (see above)."""
+    machine = machine or platform.machine()
+    if machine.lower() not in TSO_MACHINES:
+        raise UnsupportedHost(
+            f"oxsd cannot serve xenstore rings on {machine!r}: its ring accesses rely on "
+            "x86 memory ordering and this CPU needs memory barriers that Python does not "
+            "expose; use oxenstored on this host")
 
 
 class Reconnect(Exception):

@@ -3,10 +3,11 @@
 One thread owns the store, every connection and this loop, so the order of
 replies and watch events is the order the loop produces them.
 
-Policy, as in oxenstored 4.17 (domains.md §7-8):
+Policy, as in oxenstored 4.17 (xenstored.ml: process_domains, main_loop):
 
 * sockets are polled: a readable fd gets one input step, a writable fd one
-  output packet, per iteration;
+  output packet, per iteration (a socket holding input already read into
+  its buffer, `Xb.has_buffered_input`, counts as readable);
 * rings are not polled.  A domain is served (one input step and one output
   packet) on an iteration only while its `io_credit > 0`; credit comes from
   its event channel (+1 per notification), from the loop while the
@@ -145,15 +146,24 @@ class Scheduler:
         dom = con.dom
         return dom is None or dom.conflict_credit > 0.0
 
-    def _update_interest(self) -> None:
-        """Register each socket for what it can do now (can_input / has_output)."""
+    def _update_interest(self) -> List["Connection"]:
+        """Register each socket for what it can do now (can_input / has_output).
+
+        Returns the sockets that may input and already hold input read from
+        the socket but not parsed (`Xb.has_buffered_input`): they are served
+        as readable, since their socket may no longer be.
+        """
         sel = self.selector
         masks = self._masks
+        buffered: List["Connection"] = []
         for fd, con in self.cons.anonymous.items():
+            xb = con.xb  # Connection.can_input / has_output, one layer down (every socket, every iteration)
             mask = 0
-            if con.can_input():
-                mask |= _EVENT_READ
-            if con.has_output():
+            if xb.can_input() and not con.pending_source_watchevents.q:
+                mask = _EVENT_READ
+                if xb.backend.has_buffered_input():
+                    buffered.append(con)
+            if xb.has_output():
                 mask |= _EVENT_WRITE
             old = masks.get(fd, 0)
             if mask == old:
@@ -168,6 +178,7 @@ class Scheduler:
                 masks[fd] = mask
             else:
                 masks.pop(fd, None)
+        return buffered
 
     def _forget(self, fd: int) -> None:
         if self._masks.pop(fd, 0):
@@ -202,14 +213,16 @@ class Scheduler:
     def main_loop(self) -> None:
         self.frequent_ops()
         mw = self.cons.has_more_work()
-        peaceful_mw = [c for c in mw if self._is_peaceful(c)]
+        peaceful_mw = [c for c in mw if self._is_peaceful(c)] if mw else mw
         for c in peaceful_mw:
             c.dom.incr_io_credit()
         start = self.clock()
         timeout = self.compute_timeout(start, bool(peaceful_mw))
-        self._update_interest()
+        buffered = self._update_interest()
         try:
-            ready = self.selector.select(timeout)
+            # Buffered input is input waiting: do not sleep (`timeout` still
+            # decides the periodic work, as it would with the bytes in the socket).
+            ready = self.selector.select(0.0 if buffered else timeout)
         except InterruptedError:
             ready = []
         readable: List["Connection"] = []
@@ -228,6 +241,9 @@ class Scheduler:
                     readable.append(data)
                 if events & _EVENT_WRITE:
                     writable.append(data)
+        for con in buffered:
+            if con not in readable:
+                readable.append(con)
         if accept:
             self.accept_connection()
         if evtchn:
@@ -240,7 +256,7 @@ class Scheduler:
                 self.period_start = now
                 self.periodic_ops(now)
         # woken by nothing but the credit poll: see process_domains
-        self.process_domains(polled=not ready and timeout == self.credit_poll)
+        self.process_domains(polled=not ready and not buffered and timeout == self.credit_poll)
 
     # -- special fds ------------------------------------------------------
     def accept_connection(self) -> None:
@@ -328,14 +344,17 @@ class Scheduler:
         try:
             step(con)
             return True
-        except EndOfFile:
-            self._drop_socket(con)
-            log.debug("closing socket connection")
-        except OSError as e:
-            self._drop_socket(con)
-            if what == "write" or e.errno != errno.ECONNRESET:
-                log.error("closing socket connection: %s error: %s", what, _strerror(e))
+        except (EndOfFile, OSError) as e:
+            self._socket_failed(con, e, what)
         return False
+
+    def _socket_failed(self, con: "Connection", e: Exception, what: str) -> None:
+        """Drop a socket whose `what` ("read" / "write") step raised EndOfFile or OSError."""
+        self._drop_socket(con)
+        if isinstance(e, EndOfFile):
+            log.debug("closing socket connection")
+        elif what == "write" or e.errno != errno.ECONNRESET:  # type: ignore[attr-defined]
+            log.error("closing socket connection: %s error: %s", what, _strerror(e))
 
     def serve_socket(self, con: "Connection") -> None:
         """Input on a readable socket, then the replies it produced.
@@ -355,37 +374,46 @@ class Scheduler:
         try:
             self._serve_socket_batch(con)
         finally:
-            if self.cons.anonymous.get(con.get_fd()) is con:
-                self._socket_step(con, _release_output, "write")
+            if self.cons.anonymous.get(xb.backend.fd) is con:
+                try:
+                    xb.release_output()
+                except (EndOfFile, OSError) as e:
+                    self._socket_failed(con, e, "write")
             else:
                 xb.backend.take_pending()  # dropped: nothing more goes out
 
     def _serve_socket_batch(self, con: "Connection") -> None:
         process = self.process
-        do_output = process.do_output_nowait
+        do_input = process.do_input
+        do_output = process.do_output
         xb = con.xb
         peek = xb.backend.peek
-        for _ in range(SOCKET_BATCH):
-            if not self._socket_step(con, process.do_input, "read"):
-                return
-            state = peek()
-            if state == PEEK_EOF:
-                return  # the next iteration reads the EOF and drops the connection
-            while xb.has_output():
-                if not self._socket_step(con, do_output, "write"):
+        what = "read"
+        try:  # _socket_step's handling, once for the whole batch
+            for _ in range(SOCKET_BATCH):
+                what = "read"
+                do_input(con)
+                state = peek()
+                if state == PEEK_EOF:
+                    return  # the next iteration reads the EOF and drops the connection
+                what = "write"
+                while xb.has_output():
+                    do_output(con, True)  # nowait: the socket was not polled for POLLOUT
+                if state != PEEK_DATA or not con.can_input():
                     return
-            if state != PEEK_DATA or not con.can_input():
-                return
+        except (EndOfFile, OSError) as e:
+            self._socket_failed(con, e, what)
 
     def process_connection_fds(self, readable: List["Connection"],
                                writable: List["Connection"]) -> None:
         process = self.process
         anonymous = self.cons.anonymous
+        # Sockets only: con.xb.backend.fd is con.get_fd() without the two calls.
         for con in readable:
-            if anonymous.get(con.get_fd()) is con:
+            if anonymous.get(con.xb.backend.fd) is con:
                 self.serve_socket(con)
         for con in writable:
-            if anonymous.get(con.get_fd()) is con:
+            if anonymous.get(con.xb.backend.fd) is con:
                 self._socket_step(con, process.do_output, "write")
 
     def process_domains(self, polled: bool = False) -> None:
@@ -399,7 +427,7 @@ class Scheduler:
             return
         domains = self.cons.domains
         idle = True
-        for dom in self.doms.served_in_order():
+        for dom in self.doms.served_in_order() if self.doms.credited else ():
             if dom.bad_client or dom.io_credit <= 0 or dom.conflict_credit <= 0.0:
                 continue
             if self.serve_domain(dom, domains[dom.id], polled):
@@ -478,6 +506,7 @@ class Scheduler:
             n = 32 + 2 * self.doms.number()
             log.info("found lazy domain %d, credit %d", dom.id, n)
             dom.set_io_credit(n)
+            con.counters.lazy_found += 1
 
     def periodic_ops(self, now: float) -> None:
         log.debug("periodic_ops starting")
@@ -512,10 +541,6 @@ class Scheduler:
         log.info("store stat: nodes(%d) t-abort(%d) t-coalesce(%d)", nodes, aborts, coalesces)
         log.info("  con stat: anonymous(%d, %d o, %d w) domains(%d, %d o, %d w)",
                  lanon, lanon_ops, lanon_w, ldom, ldom_ops, ldom_w)
-
-
-def _release_output(con: "Connection") -> None:
-    con.xb.release_output()
 
 
 def _strerror(e: OSError) -> str:

@@ -2,14 +2,14 @@
 
 * `split(data, sep, limit)` — `Stdext.String.split ?limit`: cut at each
   separator left to right until `limit` pieces exist, the last piece keeps
-  the rest; `limit <= 0` means no limit (protocol.md §3).
+  the rest; `limit <= 0` means no limit (process.ml: split).
 * `unlink_safe`, `mkdir_safe`, `mkdir_rec` — as `Unixext`; `mkdir_rec` walks
   up with OCaml's `Filename.dirname` rules and ignores only EEXIST.
 * `pidfile_write(path)` — `"<pid>\\n"`, O_WRONLY|O_CREAT|O_TRUNC, mode 0640;
-  errors raise (the caller decides whether they matter, cli.md §2 step 7).
+  errors raise (the caller decides whether they matter, xenstored.ml: main (its pidfile_write)).
 * `raise_nofile_limit()` — poll.ml's module initialisation: RLIMIT_NOFILE
   soft and hard to `/proc/sys/fs/nr_open` (1048576 if unreadable).  The
-  original dies when that fails; here failure is ignored (cli.md §6), after
+  original dies when that fails; here failure is ignored (poll.ml: get_sys_fs_nr_open), after
   a best-effort raise of the soft limit to the hard one.
 * `daemonize(keep, ready)` — detach with python-daemon's `DaemonContext`
   (fork, setsid, fork; stdin/stdout/stderr on /dev/null; every other
@@ -27,6 +27,8 @@ import errno
 import os
 import sys
 from typing import Callable, Iterable, List, Optional, Union
+
+from .ocaml_int import int_of_string
 
 __all__ = ["split", "startswith", "unlink_safe", "mkdir_safe", "mkdir_rec", "ocaml_dirname",
            "pidfile_write", "read_nr_open", "raise_nofile_limit", "daemonize"]
@@ -103,7 +105,6 @@ def pidfile_write(filename: str) -> None:
 
 def read_nr_open(path: str = NR_OPEN_FILE) -> int:
     """The first line of /proc/sys/fs/nr_open as an OCaml int, 1048576 on any failure."""
-    from .utils import int_of_string
     try:
         with open(path, "rb") as f:
             line = f.readline().rstrip(b"\n")

@@ -1,6 +1,6 @@
 """The XenStore tree: immutable nodes, paths, and the store operations (port of store.ml + symbol.ml).
 
-store.md.  Nodes never change: an update rebuilds the nodes from the changed
+store.ml.  Nodes never change: an update rebuilds the nodes from the changed
 one up to the root and shares every untouched subtree, so a snapshot is just
 a root reference and transactions compare nodes by identity (`is`).  The
 children of a node are a plain dict name -> Node that is **never mutated**
@@ -59,6 +59,7 @@ from typing import (TYPE_CHECKING, Any, BinaryIO, Callable, Dict, List, Mapping,
 from . import perms as Perms
 from .define import (AlreadyExist, DoesntExist, InvalidPath, LookupDoesntExist, NotFound,
                      PermissionDenied)
+from .pmap import PMap
 from .quota import Quota
 from .utils import ocaml_escaped, path_validate
 
@@ -73,6 +74,26 @@ A = TypeVar("A")
 
 _NO_CHILDREN: Dict[str, "Node"] = {}  # shared, never mutated
 _INVALID_OWNER = -1
+# A child map this big (/local/domain's, say) becomes a PMap, so that a
+# guest's change below it does not copy every other domain's entry.
+CHILDREN_DICT_MAX = 64
+
+
+def _with_child(children: Mapping[str, "Node"], name: str, child: "Node") -> Mapping[str, "Node"]:
+    """`children` with `name` bound to `child` (never mutates `children`)."""
+    if type(children) is PMap:
+        return children.set(name, child)
+    if len(children) >= CHILDREN_DICT_MAX:
+        return PMap.of_dict(children).set(name, child)  # once: it stays a PMap
+    new = dict(children)
+    new[name] = child
+    return new
+
+
+def _frozen(children: Dict[str, "Node"]) -> Mapping[str, "Node"]:
+    if not children:
+        return _NO_CHILDREN
+    return PMap.of_dict(children) if len(children) > CHILDREN_DICT_MAX else children
 
 
 class Node:
@@ -120,9 +141,8 @@ class Node:
         return Node(self.name, nperms, self.value, self.children)
 
     def add_child(self, child: "Node") -> "Node":
-        children = dict(self.children)
-        children[child.name] = child
-        return Node(self.name, self.perms, self.value, children)
+        return Node(self.name, self.perms, self.value,
+                    _with_child(self.children, child.name, child))
 
     def exists(self, childname: str) -> bool:
         return childname in self.children
@@ -138,14 +158,16 @@ class Node:
         """New node with `nchild` in place of `child` (nothing added if `child` is absent)."""
         children = self.children
         if child.name in children:
-            children = dict(children)
-            children[child.name] = nchild
+            children = _with_child(children, child.name, nchild)
         return Node(self.name, self.perms, self.value, children)
 
     def del_childname(self, childname: str) -> "Node":
         if childname not in self.children:
             raise NotFound(childname)
-        children = dict(self.children)
+        children = self.children
+        if type(children) is PMap:
+            return Node(self.name, self.perms, self.value, children.delete(childname))
+        children = dict(children)
         del children[childname]
         return Node(self.name, self.perms, self.value, children)
 
@@ -178,7 +200,7 @@ class Node:
         Every node is rebuilt, changed or not, as in the original."""
 
         def finish(node: Node, children: Dict[str, Node]) -> Node:
-            node = Node(node.name, node.perms, node.value, children or _NO_CHILDREN)
+            node = Node(node.name, node.perms, node.value, _frozen(children))
             keep = f(node)
             if keep is not None:
                 return keep
@@ -218,6 +240,7 @@ class Node:
 
 
 _VALID_PATH = re.compile(r"(?:/[A-Za-z0-9_@-]+)+")
+_valid_path = _VALID_PATH.fullmatch
 
 
 class Path(tuple):
@@ -236,7 +259,7 @@ class Path(tuple):
     @staticmethod
     def of_string(s: str | bytes) -> "Path":
         """Parse an absolute path; `@...` is one unchecked component. InvalidPath otherwise."""
-        if isinstance(s, (bytes, bytearray)):
+        if type(s) is not str:
             s = s.decode("latin-1")
         if not s:
             raise InvalidPath()  # the original fails with an index error: EINVAL too
@@ -244,7 +267,7 @@ class Path(tuple):
             return Path((s,))
         if s == "/":
             return _ROOT
-        if _VALID_PATH.fullmatch(s) is None:
+        if _valid_path(s) is None:
             raise InvalidPath()
         return Path(s[1:].split("/"))
 
@@ -252,7 +275,7 @@ class Path(tuple):
     def create(path: str | bytes, connection_path: str, path_max: int) -> "Path":
         """Resolve a client path (relative to `connection_path`), check its length
         against `path_max` (Settings.quota_path_max), and parse it."""
-        if isinstance(path, (bytes, bytearray)):
+        if type(path) is not str:
             path = path.decode("latin-1")
         return Path.of_string(path_validate(path, connection_path, path_max))
 
@@ -373,6 +396,12 @@ _R = Perms.READ
 _W = Perms.WRITE
 
 
+def _count_owner(node: Node, counts: Dict[int, int]) -> Dict[int, int]:
+    owner = node.perms.owner
+    counts[owner] = counts.get(owner, 0) + 1
+    return counts
+
+
 class Store:
     """The live tree (or a transaction's private copy) with its quota and statistics."""
 
@@ -430,20 +459,28 @@ class Store:
         if not path:
             self.root.check_perm(perm, _W, activate)
             return self.root.set_value(value), False
-        created = False
-
-        def do_write(node: Node, name: str) -> Node:
-            nonlocal created
-            ent = node.children.get(name)
-            if ent is not None:
-                ent.check_perm(perm, _W, activate)
-                return node.replace_child(ent, ent.set_value(value))
-            created = True
+        # Path.apply_modify with the write inline (the hot path: no closure per write).
+        chain = []
+        node = self.root
+        for h in path[:-1]:
+            child = node.children.get(h)
+            if child is None:
+                raise LookupDoesntExist(h)
+            chain.append((node, child))
+            node = child
+        name = path[-1]
+        ent = node.children.get(name)
+        if ent is not None:
+            ent.check_perm(perm, _W, activate)
+            new = node.replace_child(ent, ent.set_value(value))
+            created = False
+        else:
             node.check_perm(perm, _W, activate)
-            return node.add_child(Node.create(name, node.perms, value))
-
-        root = Path.apply_modify(self.root, path, do_write)
-        return root, created
+            new = node.add_child(Node.create(name, node.perms, value))
+            created = True
+        for parent, child in reversed(chain):
+            new = parent.replace_child(child, new)
+        return new, created
 
     def path_rm(self, perm: Perms.Connection, path: Path) -> Node:
         activate = self.settings.perms_activate
@@ -554,7 +591,8 @@ class Store:
         if rmed_node is None:
             raise DoesntExist()
         self.root = self.path_rm(perm, path)
-        self.quota = rmed_node.recurse(lambda n, q: q.del_entry(n.perms.owner), self.quota)
+        # One quota update per owner, not per node (same counts as store.ml's del_entry per node).
+        self.quota = self.quota.del_entries(rmed_node.recurse(_count_owner, {}))
 
     def setperms(self, perm: Perms.Connection, path: Path, nperms: Perms.Node) -> None:
         node = Path.get_node(self.root, path)

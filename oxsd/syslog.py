@@ -1,9 +1,9 @@
 """Syslog facilities and levels, and one-call-per-line logging (port of syslog.ml + syslog_stubs.c).
 
 Facility names are those of the config values `syslog:<facility>`
-(config.md §4).  The original's C table is only right from `auth` to
+(xenstored.ml: parse_config).  The original's C table is only right from `auth` to
 `local7` (the later names all collapse into one OR-ed value); here every
-name maps to its own constant, as logging.md §1.2 asks.
+name maps to its own constant, unlike logging.ml: make_syslog_logger.
 
 `log(facility, level, msg)` sends one syslog(3) call per line of `msg`,
 skips the empty piece after a final newline, and stops at a NUL byte

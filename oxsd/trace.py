@@ -27,10 +27,11 @@ are not seen at all (the proxy records those as ``raw``).
 from __future__ import annotations
 
 import atexit
+import os
 from dataclasses import dataclass, field
 from typing import IO, Optional
 
-from .diff.wire import XS_WATCH_EVENT, describe, escape, op_code, op_name, Packet as WirePacket
+from .xs_wire import XS_WATCH_EVENT, describe, escape, op_code, op_name, Packet as WirePacket
 
 __all__ = ["TraceWriter", "Tracer", "format_request", "open_tracer"]
 
@@ -250,7 +251,10 @@ class Tracer:
 
 def open_tracer(path: str, argv: list[str] | None = None) -> Tracer:
     """A Tracer writing to `path` (line buffered: readable while running)."""
-    out = open(path, "w", buffering=1, encoding="ascii", errors="backslashreplace")
+    # Every payload goes in it: owner-only, even when the file already existed.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)
+    out = os.fdopen(fd, "w", buffering=1, encoding="ascii", errors="backslashreplace")
     header = ["# oxsd packet trace (-T): a scenario, replay with oxsd-diff",
               "# replies and watch events are the '<-' comments"]
     if argv:

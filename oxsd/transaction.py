@@ -1,6 +1,6 @@
 """Transactions: snapshot, low paths, commit with coalescing (port of transaction.ml).
 
-transactions.md.  A transaction with id 0 ("No") works on the live store
+transaction.ml.  A transaction with id 0 ("No") works on the live store
 directly; a real one ("Full") works on a private `Store.copy` taken at start
 and keeps a snapshot of the live store to detect concurrent changes.  Commit
 takes the fast path when the live root is still the snapshot's root object,
@@ -232,6 +232,16 @@ class Transaction:
                 registry.short_running_txns.append((registry.clock(), txn))
         return txn
 
+    def reset_direct(self, store: Store, start_count: int) -> None:
+        """Be a fresh id-0 transaction on `store` again, as `make(0, store)` gives
+        (Process reuses one for every request outside a transaction)."""
+        self.start_count = start_count
+        self.store = store
+        self.quota = store.quota  # Quota.copy shares: quotas are immutable
+        self.oldroot = store.root
+        self.paths.clear()
+        self.quota_reached = False
+
     def __repr__(self) -> str:
         return "Transaction(id=%d, paths=%d, operations=%d)" % (
             self.get_id(), len(self.paths), len(self.operations))
@@ -281,41 +291,52 @@ class Transaction:
         return self.store.path_exists(path)
 
     # -- operations -----------------------------------------------------------
+    # The low paths serve only a Full transaction's commit (coalescing): an
+    # id-0 one works on the live store and never commits, so it keeps none.
     def write(self, perm: Perms.Connection, path: Path, value: bytes) -> None:
-        existed = self.store.path_exists(path)
-        self.store.write(perm, path, value)
-        self.set_write_lowpath(path if existed else path.get_parent())
-        self.add_wop(Op.WRITE, path)
+        if self.ty is None:
+            self.store.write(perm, path, value)
+        else:
+            existed = self.store.path_exists(path)
+            self.store.write(perm, path, value)
+            self.set_write_lowpath(path if existed else path.get_parent())
+        self.paths.append((Op.WRITE, path))
 
     def mkdir(self, perm: Perms.Connection, path: Path, with_watch: bool = True) -> None:
         self.store.mkdir(perm, path)
-        self.set_write_lowpath(path.get_parent())
+        if self.ty is not None:
+            self.set_write_lowpath(path.get_parent())
         if with_watch:
-            self.add_wop(Op.MKDIR, path)
+            self.paths.append((Op.MKDIR, path))
 
     def setperms(self, perm: Perms.Connection, path: Path, perms: Perms.Node) -> None:
         self.store.setperms(perm, path, perms)
-        self.set_write_lowpath(path)
-        self.add_wop(Op.SET_PERMS, path)
+        if self.ty is not None:
+            self.set_write_lowpath(path)
+        self.paths.append((Op.SET_PERMS, path))
 
     def rm(self, perm: Perms.Connection, path: Path) -> None:
         self.store.rm(perm, path)
-        self.set_write_lowpath(path.get_parent())
-        self.add_wop(Op.RM, path)
+        if self.ty is not None:
+            self.set_write_lowpath(path.get_parent())
+        self.paths.append((Op.RM, path))
 
     def ls(self, perm: Perms.Connection, path: Path) -> List[str]:
         r = self.store.ls(perm, path)
-        self.set_read_lowpath(path)
+        if self.ty is not None:
+            self.set_read_lowpath(path)
         return r
 
     def read(self, perm: Perms.Connection, path: Path) -> bytes:
         r = self.store.read(perm, path)
-        self.set_read_lowpath(path)
+        if self.ty is not None:
+            self.set_read_lowpath(path)
         return r
 
     def getperms(self, perm: Perms.Connection, path: Path) -> Perms.Node:
         r = self.store.getperms(perm, path)
-        self.set_read_lowpath(path)
+        if self.ty is not None:
+            self.set_read_lowpath(path)
         return r
 
     # -- commit -----------------------------------------------------------------

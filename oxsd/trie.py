@@ -1,6 +1,6 @@
 """A persistent trie keyed by lists of strings (port of trie.ml); the global watch index.
 
-watches.md §1, §4.2.  Every operation that changes the trie returns a new
+connections.ml: add_watch, connections.ml: fire_watches.  Every operation that changes the trie returns a new
 `Trie` and leaves the old one intact (untouched branches are shared), as in
 the OCaml module.  A trie node holds an optional value (None = no value; a
 stored value must therefore not be None) and its children.  Iteration visits

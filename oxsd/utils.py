@@ -2,13 +2,10 @@
 
 The OCaml daemon relies on a few standard-library behaviours that are
 observable on the wire or in logs; they are ported here so every module
-parses and prints the same way (protocol.md §7, logging.md §3.1):
+parses and prints the same way (OCaml int_of_string, logging.ml: access_logging):
 
-* `int_of_string` — OCaml `int_of_string` (63-bit, `0x`/`0o`/`0b`/`0u`
-  prefixes, `_` separators, wrap-around with a prefix); raises
-  `IntOfStringFailure` (`Failure "int_of_string"`, a ValueError: EINVAL);
-* `nativeint_of_string` — OCaml `Nativeint.of_string` (64-bit); raises
-  `Failure("Nativeint.of_string")` (EIO: not mapped by the handler);
+* `int_of_string`, `nativeint_of_string` — OCaml's parsers, re-exported
+  from oxsd/ocaml_int.py (the one implementation; see there);
 * `c_int_of_string` — process.ml's lenient parser (never fails);
 * `format_u` — `Printf "%u"` of an OCaml int (−1 → 9223372036854775807);
 * `ocaml_escaped` — `String.escaped` of bytes, as str.
@@ -23,107 +20,25 @@ Paths handled here are `str` holding one character per wire byte
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import socket
-from typing import Callable, Iterable, List, Sequence, Tuple, TypeVar
+from typing import Iterable, List, Sequence, Tuple, TypeVar
 
 from . import stdext as Stdext
-from .define import Failure, IntOfStringFailure, InvalidPath
+from .define import IntOfStringFailure, InvalidPath
+from .ocaml_int import int_of_string, nativeint_of_string, wrap
 
 __all__ = [
-    "int_of_string", "nativeint_of_string", "c_int_of_string", "format_u", "format_float",
+    "int_of_string", "nativeint_of_string", "c_int_of_string", "string_of_bool", "format_u",
+    "format_float",
     "ocaml_escaped", "hexify", "unhexify", "trim_path", "join_by_null",
     "get_hierarchy", "list_remove", "filter_out", "filter_in", "path_validate",
     "create_unix_socket", "read_file_single_integer",
 ]
 
 T = TypeVar("T")
-
-# -- OCaml integer parsing (runtime/ints.c: parse_intnat) -------------------
-
-_UINTNAT_MAX = (1 << 64) - 1
-_DIGITS = {c: i for i, c in enumerate("0123456789abcdef")}
-_DIGITS.update({c.upper(): i for c, i in _DIGITS.items() if c.isalpha()})
-
-
-def _parse_intnat(s: str, nbits: int, fail: Callable[[], Exception]) -> int:
-    """The C parser behind int_of_string and Nativeint.of_string; result is a 64-bit intnat."""
-    n = len(s)
-    p = 0
-    sign = 1
-    if p < n and s[p] == "-":
-        sign = -1
-        p += 1
-    elif p < n and s[p] == "+":
-        p += 1
-    base, signed = 10, True
-    if p + 1 < n and s[p] == "0":
-        prefix = s[p + 1]
-        if prefix in "xX":
-            base, signed = 16, False
-        elif prefix in "oO":
-            base, signed = 8, False
-        elif prefix in "bB":
-            base, signed = 2, False
-        elif prefix in "uU":
-            signed = False
-        if prefix in "xXoObBuU":
-            p += 2
-    threshold = _UINTNAT_MAX // base
-    d = _DIGITS.get(s[p], -1) if p < n else -1
-    if d < 0 or d >= base:
-        raise fail()
-    res = d
-    p += 1
-    while p < n:
-        c = s[p]
-        if c != "_":
-            d = _DIGITS.get(c, -1)
-            if d < 0 or d >= base:
-                break
-            if res > threshold:
-                raise fail()
-            res = base * res + d
-            if res > _UINTNAT_MAX:
-                raise fail()
-        p += 1
-    if p != n:
-        raise fail()
-    if signed:
-        limit = 1 << (nbits - 1)
-        if (sign >= 0 and res >= limit) or (sign < 0 and res > limit):
-            raise fail()
-    elif nbits < 64 and res >= (1 << nbits):
-        raise fail()
-    v = -res if sign < 0 else res
-    return _wrap(v, 64)
-
-
-def _wrap(v: int, bits: int) -> int:
-    """Two's-complement wrap of v into a signed `bits`-bit integer."""
-    m = 1 << bits
-    v &= m - 1
-    return v - m if v >= m >> 1 else v
-
-
-def _nativeint_failure() -> Exception:
-    return Failure("Nativeint.of_string")
-
-
-def int_of_string(s: str | bytes) -> int:
-    """OCaml `int_of_string` (63-bit ints); `Failure("int_of_string")` on bad input."""
-    if isinstance(s, (bytes, bytearray)):
-        s = s.decode("latin-1")
-    return _wrap(_parse_intnat(s, 63, IntOfStringFailure), 63)
-
-
-def nativeint_of_string(s: str | bytes) -> int:
-    """OCaml `Nativeint.of_string` (64-bit); `Failure("Nativeint.of_string")` on bad input."""
-    if isinstance(s, (bytes, bytearray)):
-        s = s.decode("latin-1")
-    return _parse_intnat(s, 64, _nativeint_failure)
-
 
 _C_INT = re.compile(r"[^0-9]*([0-9]*)")
 
@@ -133,7 +48,12 @@ def c_int_of_string(s: str | bytes) -> int:
     if isinstance(s, (bytes, bytearray)):
         s = s.decode("latin-1")
     digits = _C_INT.match(s).group(1)  # type: ignore[union-attr]
-    return _wrap(int(digits), 63) if digits else 0
+    return wrap(int(digits), 63) if digits else 0
+
+
+def string_of_bool(v: bool) -> str:
+    """OCaml's string_of_bool."""
+    return "true" if v else "false"
 
 
 def format_u(v: int) -> str:
@@ -259,20 +179,39 @@ def path_validate(path: str, connection_path: str, path_max: int) -> str:
     if not path:
         raise InvalidPath()
     c = path[0]
-    abs_path = path if c == "/" or c == "@" else connection_path + path
-    length = len(abs_path)
-    m = _DOMAIN_PREFIX.match(abs_path)
-    if m is not None:
-        try:
-            # Scanf converts the token with int_of_string; an overflow makes the
-            # whole match fail, and then the full length counts.
-            int_of_string(m.group(1))
-            length -= m.end()
-        except IntOfStringFailure:
-            pass
+    if c == "/" or c == "@":
+        abs_path = path
+        length = len(path)
+        if path.startswith("/local/domain/"):
+            length -= _domain_prefix_len(path)
+    else:
+        # A connection path is `/local/domain/<n>/` itself: its prefix is the
+        # one the whole path has, computed once per connection path.
+        abs_path = connection_path + path
+        n = _connection_prefix_len(connection_path)
+        if n != len(connection_path):  # not exactly a `/local/domain/<n>/`: match it all
+            n = _domain_prefix_len(abs_path)
+        length = len(abs_path) - n
     if length > path_max:
         raise InvalidPath()
     return abs_path
+
+
+def _domain_prefix_len(abs_path: str) -> int:
+    """Length of a leading `/local/domain/<n>/` (Scanf "/local/domain/%d/%n"), else 0."""
+    m = _DOMAIN_PREFIX.match(abs_path)
+    if m is None:
+        return 0
+    try:
+        # Scanf converts the token with int_of_string; an overflow makes the
+        # whole match fail, and then the full length counts.
+        int_of_string(m.group(1))
+    except IntOfStringFailure:
+        return 0
+    return m.end()
+
+
+_connection_prefix_len = functools.lru_cache(maxsize=1024)(_domain_prefix_len)
 
 
 def create_unix_socket(name: str) -> socket.socket:

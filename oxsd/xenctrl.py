@@ -1,12 +1,7 @@
-"""The hypervisor interface (port of the parts of libs/xc the daemon uses) and its Xen backend.
+"""The real hypervisor backend (port of the parts of libs/xc, eventchn and mmap the daemon uses).
 
-`Hypervisor` bundles everything oxenstored asks of Xen (domains.md §1):
-event-channel handles, mapping a guest's ring page, domain state, and
-dom0's own ring (`xenstored-kva` page, `xenstored-port` file).
-`open_backend(sim_dir)` is `Xenctrl.interface_open`: it returns the real
-backend (`XenHypervisor`) or, given a sim dir, the simulated one
-(`oxsd.sim.hv.SimHypervisor`, spec/sim.md).  Like the original, open it at
-program start and treat a failure as fatal.
+`XenHypervisor` implements `oxsd.hypervisor.Hypervisor` on a Xen host;
+`oxsd.backend.open_backend` picks it at start-up unless `--sim` is given.
 
 Real backend choices:
 
@@ -24,160 +19,23 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
-import os
-import re
 import struct
-from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Optional
 
 from . import xenmmap
 from .evtchn import EventChannel, XenEventChannel
+from .hypervisor import (DOMID_FIRST_RESERVED, GNTTAB_RESERVED_XENSTORE, XEN_DOMINF_dying,
+                         XEN_DOMINF_running, XEN_DOMINF_shutdown, DomainInfo, Error, Hypervisor,
+                         parse_port_file, read_port_file)
 from .xenmmap import GntdevMapper, MmapInterface, PrivcmdMapper
 
 __all__ = [
-    "Error", "DomainInfo", "Hypervisor", "XenHypervisor", "open_backend", "interface_open",
-    "GNTTAB_RESERVED_XENSTORE", "XEN_DOMINF_dying", "XEN_DOMINF_shutdown", "XEN_DOMINF_running",
+    "Libxenctrl", "XenHypervisor",
+    # the interface, re-exported for the code written against `Xenctrl`
+    "Error", "DomainInfo", "Hypervisor", "parse_port_file", "read_port_file",
+    "GNTTAB_RESERVED_XENSTORE", "DOMID_FIRST_RESERVED",
+    "XEN_DOMINF_dying", "XEN_DOMINF_shutdown", "XEN_DOMINF_running",
 ]
-
-GNTTAB_RESERVED_XENSTORE = 1
-DOMID_FIRST_RESERVED = 0x7FF0
-
-# xen/include/public/domctl.h
-XEN_DOMINF_dying = 1 << 0
-XEN_DOMINF_shutdown = 1 << 2
-XEN_DOMINF_running = 1 << 5
-XEN_DOMINF_shutdownmask = 255
-XEN_DOMINF_shutdownshift = 16
-
-
-class Error(OSError):
-    """A hypervisor call failed (OCaml: Xenctrl.Error)."""
-
-
-@dataclass(frozen=True)
-class DomainInfo:
-    """The fields of Xenctrl.domaininfo the daemon looks at."""
-    domid: int
-    flags: int
-
-    @property
-    def dying(self) -> bool:
-        return bool(self.flags & XEN_DOMINF_dying)
-
-    @property
-    def shutdown(self) -> bool:
-        return bool(self.flags & XEN_DOMINF_shutdown)
-
-    @property
-    def shutdown_code(self) -> int:
-        return (self.flags >> XEN_DOMINF_shutdownshift) & XEN_DOMINF_shutdownmask
-
-    @property
-    def running(self) -> bool:
-        return bool(self.flags & XEN_DOMINF_running)
-
-
-_OCAML_INT = re.compile(r"[+-]?(?:0[xX][0-9a-fA-F][0-9a-fA-F_]*|0[oO][0-7][0-7_]*"
-                        r"|0[bB][01][01_]*|0[uU][0-9][0-9_]*|[0-9][0-9_]*)")
-
-
-def _int_of_string(s: str) -> int:
-    """OCaml's int_of_string (protocol.md §7): no whitespace, 63-bit, prefixed values wrap."""
-    if not _OCAML_INT.fullmatch(s):
-        raise ValueError("int_of_string")
-    neg = s[0] == "-"
-    body = s.lstrip("+-").replace("_", "")
-    prefix = body[:2].lower()
-    if prefix in ("0x", "0o", "0b", "0u"):
-        v = int(body[2:], {"0x": 16, "0o": 8, "0b": 2, "0u": 10}[prefix])
-        if v >= 1 << 63:
-            raise ValueError("int_of_string")
-        if v >= 1 << 62:
-            v -= 1 << 63
-    else:
-        v = int(body)
-        if v > (1 << 62) - (0 if neg else 1):
-            raise ValueError("int_of_string")
-    return -v if neg else v
-
-
-def parse_port_file(content: bytes) -> int:
-    """Utils.read_file_single_integer on the (<= 20 byte) content: a trailing newline fails."""
-    try:
-        return _int_of_string(content.decode("ascii"))
-    except UnicodeDecodeError as e:
-        raise ValueError("int_of_string") from e
-
-
-class Hypervisor(ABC):
-    """What the daemon needs from the hypervisor; see the module docstring."""
-
-    page_size: int = xenmmap.getpagesize()
-
-    # -- event channels
-    @abstractmethod
-    def evtchn_open(self, cloexec: bool = False) -> EventChannel:
-        """A fresh handle; kept open across exec by default, for live update."""
-
-    @abstractmethod
-    def evtchn_fdopen(self, fd: int) -> EventChannel:
-        """Recover a handle from an fd inherited through a live-update exec."""
-
-    def open_evtchn(self, fd: Optional[int] = None) -> EventChannel:
-        """Event.init's handle: `evtchn_open()` on a fresh start, `evtchn_fdopen(fd)` on restore."""
-        return self.evtchn_open() if fd is None else self.evtchn_fdopen(fd)
-
-    # -- guest pages
-    @abstractmethod
-    def map_foreign_range(self, domid: int, size: int, mfn: int) -> MmapInterface:
-        """Xenctrl.map_foreign_range (read-write, shared); raises Error."""
-
-    def map_foreign(self, domid: int, mfn: int) -> MmapInterface:
-        """The ring page of an introduced domain, as oxenstored 4.17 maps it."""
-        return self.map_foreign_range(domid, self.page_size, mfn)
-
-    @abstractmethod
-    def map_grant(self, domid: int, ref: int = GNTTAB_RESERVED_XENSTORE) -> MmapInterface:
-        """Grant-map page `ref` of `domid`; raises Error."""
-
-    def map_ring(self, domid: int, mfn: int) -> MmapInterface:
-        """The grant reserved for xenstore, falling back to the foreign frame (C xenstored's order)."""
-        try:
-            return self.map_grant(domid)
-        except Error:
-            return self.map_foreign(domid, mfn)
-
-    # -- domain state
-    @abstractmethod
-    def domain_getinfo(self, domid: int) -> DomainInfo:
-        """Xenctrl.domain_getinfo; raises Error if the domain does not exist."""
-
-    # -- dom0's own ring
-    @abstractmethod
-    def map_file(self, path: str) -> MmapInterface:
-        """Map the `xenstored-kva` page; OSError if it cannot be opened or mapped."""
-
-    @abstractmethod
-    def read_port_file(self, path: str) -> int:
-        """The `xenstored-port` number; OSError, or ValueError on bad content."""
-
-    def close(self) -> None:
-        """Release the backend's own handles (not the maps/handles it gave out)."""
-
-    def __enter__(self) -> "Hypervisor":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def read_port_file(path: str) -> int:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        return parse_port_file(os.read(fd, 20))
-    finally:
-        os.close(fd)
 
 
 class Libxenctrl:
@@ -287,18 +145,3 @@ class XenHypervisor(Hypervisor):
         self.privcmd.close()
         if self._gntdev is not None:
             self._gntdev.close()
-
-
-def open_backend(sim_dir: Optional[str] = None, domid: Optional[int] = None) -> Hypervisor:
-    """The real hypervisor, or the simulated one rooted at `sim_dir` (`--sim`/XENSIM_DIR).
-
-    `domid` (sim only) is our own domain id; default env XENSIM_DOMID or 0.
-    Raises Error (or OSError) when the hypervisor is not available.
-    """
-    if sim_dir is None:
-        return XenHypervisor.open()
-    from .sim.hv import SimHypervisor  # the sim imports this module
-    return SimHypervisor(sim_dir, domid)
-
-
-interface_open = open_backend

@@ -1,6 +1,6 @@
 """Start-up, shutdown and signals of the daemon (port of xenstored.ml's main).
 
-The original's long `main` is split into the start-up steps of cli.md §2,
+The original's long `main` is split into the start-up steps of xenstored.ml: main,
 each a small function, and the loop itself lives in `scheduler.py`.
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ from .connections import Connections
 from .history import History
 from .parse_arg import CmdLine, parse
 from .process import LiveUpdate, Process
+from .ring import UnsupportedHost
 from .scheduler import Scheduler
 from .store import Path, Store
 from .transaction import TransactionRegistry
@@ -104,7 +105,9 @@ def load_settings(cf: CmdLine) -> Settings:
 
 def open_hypervisor(cf: CmdLine):
     """The hypervisor backend: the simulation with --sim, else /dev/xen; None without Xen."""
-    from . import xenctrl
+    from .backend import open_backend
+    from .ring import require_supported_host
+    require_supported_host()  # before any ring page is mapped (sim or real)
     if cf.sim:
         # Like the reference's launcher: create the sim dir if needed, and free
         # the ports a dead daemon left bound (dom0's xsd_port among them).
@@ -112,9 +115,9 @@ def open_hypervisor(cf: CmdLine):
         sim = Sim(cf.sim)
         sim.close_dead_handles()
         sim.close()
-        return xenctrl.open_backend(cf.sim)
+        return open_backend(cf.sim)
     try:
-        return xenctrl.open_backend(None)
+        return open_backend(None)
     except OSError as e:
         if cf.domain_init:
             raise
@@ -181,6 +184,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     try:
         daemon = build_daemon(cf, settings, listen_sock, argv)
+    except UnsupportedHost as e:
+        print(f"{argv[0] if argv else 'oxenstored'}: {e}", file=sys.stderr, flush=True)
+        log.error("%s", e)
+        return 2
     except (DB.BadFormat, EOFError) as e:
         # A dump without its header line is fatal, as the original's uncaught Bad_format.
         from .logging_ import fallback_exception_handler
@@ -242,7 +249,7 @@ class Daemon:
 
 def build_daemon(cf: CmdLine, settings: Settings, listen_sock: Optional[socket.socket],
                  argv: List[str]) -> Daemon:
-    """Steps 8-12 of cli.md §2: store, logs, specials, restore or domains + dom0's ring, /tool."""
+    """Steps 8-12 of xenstored.ml: main: store, logs, specials, restore or domains + dom0's ring, /tool."""
     from . import db as DB
     from . import disk as Disk
     from .logging_ import AccessLog, setup_xenstored_log

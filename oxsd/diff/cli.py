@@ -24,9 +24,11 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from .accesslog import import_access_log
 from .compare import Comparison, compare
 from .daemons import KINDS, DaemonError, DaemonSettings, make_scratch, start_daemon
 from .guests import SimGuests
+from .proxy import serve
 from .runner import GuestBackend, Recording, run_scenario
 from .scenario import Scenario, ScenarioError, load
 from .wire import describe, escape
@@ -127,13 +129,13 @@ def format_recording(rec: Recording) -> str:
     return "\n".join(out)
 
 
-_SPEC_FILE = re.compile(r"\b([a-z]+)\.md\b")
+_SPEC_FILE = re.compile(r"\b([a-z_]+\.(?:ml|c))\b")
 _SENDING = ("request", "send", "raw")
 
 
 def corpus_table(scenarios: list[Scenario]) -> str:
-    """Each scenario (requests sent, guests, spec files), then totals per spec
-    file: the corpus size by area."""
+    """Each scenario (requests sent, guests, the OCaml source files its spec
+    line cites), then totals per source file: the corpus size by area."""
     out = [f"{'scenario':<26} {'requests':>8} {'guests':>6}  spec areas"]
     areas: Counter = Counter()
     area_requests: Counter = Counter()
@@ -150,7 +152,7 @@ def corpus_table(scenarios: list[Scenario]) -> str:
     out.append("")
     out.append(f"{'spec area':<26} {'scenarios':>9} {'requests':>9}")
     for area, count in sorted(areas.items(), key=lambda kv: (-kv[1], kv[0])):
-        out.append(f"{area + '.md':<26} {count:>9} {area_requests[area]:>9}")
+        out.append(f"{area:<26} {count:>9} {area_requests[area]:>9}")
     guests = sum(1 for scn in scenarios if scn.needs_guests)
     out.append(f"{len(scenarios)} scenarios ({guests} with ring guests), {total} requests")
     return "\n".join(out)
@@ -166,7 +168,6 @@ def _record_main(argv: list[str]) -> int:
     ap.add_argument("--upstream", required=True, help="the daemon's socket")
     ap.add_argument("-o", "--output", required=True, help="scenario file to write")
     args = ap.parse_args(argv)
-    from .proxy import serve  # lazy: proxy imports oxsd.trace, which imports this package
     return serve(args.listen, args.upstream, args.output)
 
 
@@ -177,7 +178,6 @@ def _import_main(argv: list[str]) -> int:
     ap.add_argument("logfile")
     ap.add_argument("-o", "--output", help="scenario file to write (default: stdout)")
     args = ap.parse_args(argv)
-    from .accesslog import import_access_log
     text = import_access_log(Path(args.logfile).read_text(errors="surrogateescape"),
                              source=args.logfile)
     if args.output is None:

@@ -196,7 +196,7 @@ def write_config(path: Path, scratch: Path, sim_dir: Path, settings: DaemonSetti
 
 
 def init_sim_dir(sim_dir: Path) -> None:
-    """Create a minimal sim dir (spec/sim.md): dom0 running, its ring page and
+    """Create a minimal sim dir (oxsd/sim/layout.py): dom0 running, its ring page and
     its unbound xsd_port.  Same layout as xensim.Sim() makes; done here so
     that launching oxsd does not need the reference kit."""
     if (sim_dir / "xsd_port").exists():

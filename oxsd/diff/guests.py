@@ -5,7 +5,7 @@
 dir (the same domid, mfn and port on both daemons' fresh sims), and
 ``sim destroy 5`` etc. act on the simulated hypervisor.  The test suite uses
 the reference kit's xensim for the same purpose (tests/support/guests.py);
-the two speak the same sim-dir layout (spec/sim.md) and share
+the two speak the same sim-dir layout (oxsd/sim/layout.py) and share
 ``RingGuestEndpoint``, the runner's view of a guest.
 """
 from __future__ import annotations

@@ -438,7 +438,7 @@ def _read_port_file(path: str) -> str:
 
 
 def sim_ports(sim_dir: str | Path) -> list[str]:
-    """The event channels on a sim dir, owners by role (spec/sim.md):
+    """The event channels on a sim dir, owners by role (oxsd/sim/layout.py):
     ``0/3: daemon peer=0:1``.  The daemon's handle sockets are the ``h-*``
     owners of domain 0's ports (their names hold the pid, which differs from
     run to run); ports in a guest's directory are the guest's."""
@@ -483,7 +483,7 @@ _LEGACY_TOOL = "tool/xenstored{"
 
 
 def mask_dump(text: str) -> list[str]:
-    """A DB dump (persistence.md §1, or §3's legacy format of ``persistent``)
+    """A DB dump (xenstored.ml: DB.to_channel, or store.ml: dump's legacy format of ``persistent``)
     made comparable: file descriptor numbers are masked (``global,FD``; ``-1``
     is kept), socket connections, which come in the hash order of their fds,
     are sorted as blocks (a ``socket`` line with its ``watch`` lines), and

@@ -3,7 +3,7 @@
 The format is described in tests/scenarios/README.md.  In short::
 
     title  WRITE keeps every byte after the first NUL
-    spec   protocol.md §3
+    spec   process.ml: split
     config access-log-read-ops = true
     option quiet=0.1
     conn a b

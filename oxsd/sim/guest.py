@@ -1,4 +1,4 @@
-"""The hypervisor/toolstack/guest side of a sim dir: oxsd's own tooling (spec/sim.md).
+"""The hypervisor/toolstack/guest side of a sim dir: oxsd's own tooling (oxsd/sim/layout.py).
 
 * `Sim`: a simulated hypervisor rooted at a directory: creates the layout,
   domains and their state changes (raising VIRQ_DOM_EXC), frames, port

@@ -1,4 +1,4 @@
-"""The daemon side of the simulated hypervisor (spec/sim.md): oxsd's twin of the fake C libraries.
+"""The daemon side of the simulated hypervisor (oxsd/sim/layout.py): oxsd's twin of the fake C libraries.
 
 `SimEventChannel` follows fakelibs/xenevtchn_fake.c and `SimHypervisor`
 follows fakelibs/xenctrl_fake.c, so that oxsd on a sim dir behaves like the
@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..evtchn import EventChannel, EvtchnError
-from ..xenctrl import (GNTTAB_RESERVED_XENSTORE, XEN_DOMINF_dying, XEN_DOMINF_running,
-                       XEN_DOMINF_shutdown, XEN_DOMINF_shutdownmask, XEN_DOMINF_shutdownshift,
-                       DomainInfo, Error, Hypervisor, read_port_file)
+from ..hypervisor import (GNTTAB_RESERVED_XENSTORE, XEN_DOMINF_dying, XEN_DOMINF_running,
+                          XEN_DOMINF_shutdown, XEN_DOMINF_shutdownmask, XEN_DOMINF_shutdownshift,
+                          DomainInfo, Error, Hypervisor, read_port_file)
 from ..xenmmap import MmapInterface, map_fd, map_file
 from .client import wait_readable
 from .layout import MAX_DOMID, SimDir, format_port, read_text, strtoul, write_atomic

@@ -1,4 +1,4 @@
-"""The sim dir contract (spec/sim.md): paths, port files, atomic rewrites, exclusive allocation.
+"""The sim dir contract (the one the reference kit's xensim also speaks): paths, port files, atomic rewrites, exclusive allocation.
 
 Shared by the daemon-side backend (`hv.py`) and the guest/toolstack side
 (`guest.py`).  Port file parsing is lenient like the reference C helpers

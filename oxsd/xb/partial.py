@@ -9,13 +9,13 @@ header or body needs, so one read never spans two packets.
 Goals and costs (guests are untrusted):
 
 * A declared length is clamped to 0..4096 (XENSTORE_PAYLOAD_MAX) without any
-  error, exactly as oxenstored does (protocol.md §1).  So a connection holds
+  error, exactly as oxenstored does (partial.ml: of_string).  So a connection holds
   at most 16 + 4096 bytes of partial input, whatever the peer sends.
 * Work is O(bytes fed).  A body that arrives in one read is used as the
   payload as is (no copy); a body in several pieces is copied once into a
   preallocated buffer of the clamped length and once more into the final
   `bytes`.
-* 4.17 quirk kept on purpose (connections.md §2.2): when the header is
+* 4.17 quirk kept on purpose (xb.ml: input): when the header is
   complete the step returns None *even if the body length is 0*; the packet
   comes out of the next `feed()` (which the caller makes with no bytes,
   since `to_read()` is then 0).
@@ -28,6 +28,7 @@ from .op import Op, of_cval
 from .packet import HEADER, HEADER_SIZE, Packet
 
 __all__ = [
+    "whole_packet",
     "XENSTORE_PAYLOAD_MAX",
     "XENSTORE_REL_PATH_MAX",
     "HEADER_SIZE",
@@ -40,6 +41,7 @@ XENSTORE_PAYLOAD_MAX = 4096  # xs_wire.h
 XENSTORE_REL_PATH_MAX = 2048  # xs_wire.h
 
 _unpack_header = HEADER.unpack
+_unpack_header_from = HEADER.unpack_from
 
 
 def header_of_bytes(header: bytes) -> tuple[int, int, int, int]:
@@ -48,6 +50,24 @@ def header_of_bytes(header: bytes) -> tuple[int, int, int, int]:
         raise ValueError("xb header incomplete")
     ty, rid, tid, dlen = _unpack_header(header)
     return tid, rid, ty, dlen
+
+
+def whole_packet(buf: bytes, off: int) -> Optional[tuple[Packet, int]]:
+    """The packet at buf[off:] when all of it is there, and the offset after it; else None.
+
+    What `PartialIn` would give for those bytes in its two steps (header,
+    body), in one: only for a body of 1..4096 bytes.  None when the packet
+    is not all there, and for the cases `PartialIn` alone handles: a
+    zero-length body (the 4.17 quirk: it comes out a step later) and a
+    declared length over 4096 (clamped).
+    """
+    end = off + HEADER_SIZE
+    if len(buf) < end:
+        return None
+    ty, rid, tid, dlen = _unpack_header_from(buf, off)
+    if dlen <= 0 or dlen > XENSTORE_PAYLOAD_MAX or len(buf) < end + dlen:
+        return None
+    return Packet(tid, rid, of_cval(ty), buf[end:end + dlen]), end + dlen
 
 
 class PartialPkt:

@@ -9,16 +9,17 @@ Goals and costs (guests are untrusted):
 * Input: one read of at most `to_read` bytes per `input()` call, so a
   connection holds at most one partial packet (16 + 4096 bytes), and input is
   only read while a reply is sure to fit in the output queue (back-pressure,
-  connections.md §2.1).
+  xb.ml: queue).
 * Output: a bounded FIFO of packets with two classes, watch events
   (`maxwatchevents`) and everything else (`maxoutstanding`), total capacity
   the sum.  A push into a full class or a full queue is refused: `queue()`
   returns False (xb.ml returns None).  `output()` writes at most one packet
   per call; the packet is serialised once when it leaves the queue and the
   unsent rest is kept as (bytes, offset), never re-sliced.
-* The socket path is the hot path: one `recv(n)` per step (the returned
-  `bytes` becomes the payload when a body arrives in one piece, so the
-  payload is copied once, by the kernel) and one `sendall` per packet.
+* The socket path is the hot path: input is read in bounded chunks (one
+  `recv` of at most RECV_SIZE bytes when the buffer is empty, see
+  `FdBackend`), which the parser takes a header or a body at a time, and
+  the replies of a batch of requests go out in one send.
 """
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ from typing import Callable, Deque, List, Optional, Union
 from ..ring import BadConnection, Reconnect, Ring, XENSTORE_SERVER_FEATURE_RECONNECTION
 from .op import Op, of_cval
 from .packet import Packet
-from .partial import PartialIn
+from .packet import HEADER_SIZE
+from .partial import XENSTORE_PAYLOAD_MAX, PartialIn, whole_packet
 
 __all__ = [
     "EndOfFile",
@@ -139,11 +141,24 @@ class Capacity:
 
 
 PEEK_NOTHING, PEEK_DATA, PEEK_EOF = range(3)
-_PEEK_FLAGS = socket.MSG_PEEK | socket.MSG_DONTWAIT
+
+
+# Bytes one socket read takes: a whole request of the largest size, or several small ones.
+RECV_SIZE = HEADER_SIZE + XENSTORE_PAYLOAD_MAX
 
 
 class FdBackend:
     """A connected, blocking Unix stream socket (dom0 tools).
+
+    Input is buffered: a read that finds the buffer empty takes what the
+    socket holds, up to RECV_SIZE bytes, in one recv, and later reads (and
+    `peek`) are served from the buffer until it is used up.  The parser
+    (`PartialIn`) still asks for at most one header or body per step, so
+    packets come out exactly as from the socket itself; a client sending
+    several requests at once costs one recv for all of them instead of
+    three per request (header, body, the look for more).  The buffer is
+    bounded (RECV_SIZE) and only refilled when empty; the main loop serves
+    a socket with buffered input as if it were readable (`has_buffered_input`).
 
     While `held` (the main loop serving a socket's batch of requests,
     `Xb.hold_output`), non-blocking writes are gathered in `pending` and
@@ -151,7 +166,8 @@ class FdBackend:
     order, one system call (and one wake-up of the client) per batch.
     """
 
-    __slots__ = ("sock", "fd", "_recv", "_send", "_sendall", "held", "pending")
+    __slots__ = ("sock", "fd", "_recv", "_send", "_sendall", "held", "pending",
+                 "_rbuf", "_roff", "_eof")
 
     def __init__(self, sock: Union[socket.socket, int]) -> None:
         if isinstance(sock, int):
@@ -163,32 +179,111 @@ class FdBackend:
         self._sendall = sock.sendall
         self.held = False
         self.pending: List[bytes] = []
+        self._rbuf = b""  # bytes read from the socket, not yet taken from _roff on
+        self._roff = 0
+        self._eof = False  # a recv returned 0 while filling the buffer
 
-    def read(self, n: int) -> bytes:
-        """One recv of at most n bytes; EndOfFile on EOF, OSError on a read error."""
-        data = self._recv(n)
-        if not data:
-            raise EndOfFile()
+    def has_buffered_input(self) -> bool:
+        return self._roff < len(self._rbuf)
+
+    def _take(self, n: int) -> bytes:
+        """Up to n buffered bytes (the buffer is not empty)."""
+        buf = self._rbuf
+        off = self._roff
+        end = off + n
+        if off == 0 and end >= len(buf):
+            data = buf
+        else:
+            data = buf[off:end]
+        if end >= len(buf):
+            self._rbuf = b""
+            self._roff = 0
+        else:
+            self._roff = end
         return data
 
+    def read(self, n: int) -> bytes:
+        """At most n bytes: buffered ones, else one recv; EndOfFile on EOF, OSError on a read error."""
+        if self._roff >= len(self._rbuf):
+            self._fill()
+        return self._take(n)
+
+    def _fill(self) -> None:
+        """One (blocking) recv into the empty buffer; EndOfFile on EOF."""
+        if self._eof:
+            raise EndOfFile()
+        data = self._recv(RECV_SIZE)
+        if not data:
+            raise EndOfFile()
+        self._rbuf = data
+        self._roff = 0
+
+    def input_step(self, partial: PartialIn) -> Optional[Packet]:
+        """One input step (Xb.input): a whole packet from the buffer in one go when it is
+        there; else what `partial` wants, and when a header completes, its body if it is
+        already there (never waiting for it).  EndOfFile / OSError as `read`."""
+        if not partial.has_partial_input():
+            if self._roff >= len(self._rbuf):
+                self._fill()
+            got = whole_packet(self._rbuf, self._roff)
+            if got is not None:
+                pkt, end = got
+                if end >= len(self._rbuf):
+                    self._rbuf = b""
+                    self._roff = 0
+                else:
+                    self._roff = end
+                return pkt
+        # A packet in pieces, a zero-length or oversized body: the parser's steps.
+        n = partial.to_read()
+        pkt = partial.feed(self.read(n) if n > 0 else b"")
+        if pkt is None and partial.in_body():
+            # The header just completed: take the body now if it is already
+            # there, never wait for it.  A zero-length body still waits (4.17).
+            n = partial.to_read()
+            if n > 0:
+                data = self.read_if_ready(n)
+                if data:
+                    pkt = partial.feed(data)
+        return pkt
+
     def read_if_ready(self, n: int) -> bytes:
-        """At most n bytes if they are already queued (never blocks); b"" if none yet."""
+        """At most n bytes if they are already there (never blocks); b"" if none yet."""
+        if self._roff < len(self._rbuf):
+            return self._take(n)
+        if self._eof:
+            raise EndOfFile()
         try:
-            data = self._recv(n, socket.MSG_DONTWAIT)
+            data = self._recv(RECV_SIZE, socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return b""
         if not data:
             raise EndOfFile()
-        return data
+        self._rbuf = data
+        return self._take(n)
 
     def peek(self) -> int:
-        """What reading now would give, without reading: PEEK_DATA, PEEK_EOF or PEEK_NOTHING."""
+        """What reading now would give: PEEK_DATA, PEEK_EOF or PEEK_NOTHING (never blocks).
+
+        Data found is kept in the buffer for the next read; EOF is
+        remembered, and the next read raises EndOfFile.
+        """
+        if self._roff < len(self._rbuf):
+            return PEEK_DATA
+        if self._eof:
+            return PEEK_EOF
         try:
-            return PEEK_DATA if self._recv(1, _PEEK_FLAGS) else PEEK_EOF
+            data = self._recv(RECV_SIZE, socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return PEEK_NOTHING
         except OSError:
+            return PEEK_EOF  # the error comes again on the next read
+        if not data:
+            self._eof = True
             return PEEK_EOF
+        self._rbuf = data
+        self._roff = 0
+        return PEEK_DATA
 
     def write_nowait(self, data: bytes, off: int) -> int:
         """Write what the socket takes now of data[off:]; 0 when it would block.
@@ -228,6 +323,8 @@ class FdBackend:
 
     def close(self) -> None:
         self.pending.clear()
+        self._rbuf = b""
+        self._roff = 0
         self.sock.close()
 
 
@@ -331,7 +428,7 @@ class Xb:
     """One connection's transport (Xb.t)."""
 
     __slots__ = ("backend", "pkt_out", "partial_in", "_out", "_out_off", "capacity",
-                 "_read", "_read_more", "_write", "_q", "_counts", "_qcap", "_maxout",
+                 "_write", "_q", "_counts", "_qcap", "_maxout",
                  "_ring", "on_activity")
 
     def __init__(self, backend: Backend, maxoutstanding: int, maxwatchevents: int) -> None:
@@ -341,8 +438,6 @@ class Xb:
         self.partial_in = PartialIn()
         self._out = b""  # the packet being written (serialised) ...
         self._out_off = 0  # ... and how much of it is already written
-        self._read = backend.read
-        self._read_more = getattr(backend, "read_if_ready", None)
         self._write = backend.write
         self._ring = backend if type(backend) is MmapBackend else None
         # Shortcuts for can_input on the hot path.
@@ -393,8 +488,8 @@ class Xb:
 
         None when input is blocked (`can_input` false), when more bytes are
         needed, and (4.17) on the step that completes a header unless its
-        body is already waiting (then it is read in the same step: socket
-        `read_if_ready`, ring `MmapBackend.input_step`).  Raises EndOfFile /
+        body is already waiting (then it is read in the same step:
+        `FdBackend.input_step`, `MmapBackend.input_step`).  Raises EndOfFile /
         OSError (socket), Reconnect / BadConnection (ring).
         """
         if not (len(self._q) < self._qcap and self._counts[_CR] < self._maxout):
@@ -407,27 +502,20 @@ class Xb:
             if ring.work_again and self.on_activity is not None:
                 self.on_activity()
             return pkt
-        n = partial.to_read()
-        data = self._read(n) if n > 0 else b""
-        if data and self.on_activity is not None:
-            self.on_activity()
-        pkt = partial.feed(data)
-        if pkt is None and self._read_more is not None and partial.in_body():
-            # The header just completed.  Sockets: take the body now if it is
-            # already there, saving a loop iteration; never wait for it, and
-            # never read past it.  A zero-length body still waits (4.17).
-            n = partial.to_read()
-            if n > 0:
-                data = self._read_more(n)
-                if data:
-                    pkt = partial.feed(data)
-        return pkt
+        return self.backend.input_step(partial)  # sockets: no on_activity (rings only)
 
     def to_read(self) -> int:
         return self.partial_in.to_read()
 
     def has_partial_input(self) -> bool:
-        return self.partial_in.has_partial_input()
+        """Part of a packet received, or (socket) bytes read and not parsed yet."""
+        return self.partial_in.has_partial_input() or (
+            self._ring is None and self.backend.has_buffered_input())
+
+    def has_buffered_input(self) -> bool:
+        """Socket: bytes read from the socket and not parsed yet (the loop serves them
+        as if the socket were readable).  Rings: False."""
+        return self._ring is None and self.backend.has_buffered_input()
 
     def has_more_work(self, input_allowed: bool = True) -> bool:
         """Xb's part of Connection.has_more_work, in one call (the main loop asks it per round).
@@ -493,9 +581,12 @@ class Xb:
         out = self._out
         off = self._out_off
         if off >= len(out):
-            if not self.pkt_out.q:
+            q = self._q
+            if not q:
                 return True
-            out = self.pkt_out.pop().to_bytes()
+            pkt = q.popleft()  # BoundedQueue.pop, inline (every reply)
+            self._counts[_WE if pkt.ty == _WATCH_EVENT else _CR] -= 1
+            out = pkt.to_bytes()
             off = 0
         if nowait:
             off += self.backend.write_nowait(out, off)
@@ -565,7 +656,7 @@ class Xb:
         return backend.fd
 
     def debug(self) -> str:
-        """The Xb part of CONTROL `xenbus` (connections.md §7), no trailing NUL."""
+        """The Xb part of CONTROL `xenbus` (connection.ml: debug), no trailing NUL."""
         return (f"XenBus state: partial_in: {self.partial_in.to_read()} needed, "
                 f"partial_out: {len(self._out) - self._out_off} bytes, "
                 f"pkt_out: {len(self.pkt_out.q)} packets, {self.pkt_out.debug()}")

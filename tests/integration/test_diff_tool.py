@@ -168,7 +168,7 @@ def _config_test(kind: str, daemon_args: list[str], tmp_path: Path) -> tuple:
 
 
 def test_config_test_of_a_missing_file_exits_0_like_the_reference(ocaml_ref, tmp_path):
-    """config.md §5 [quirk]: the read error is printed, then 'valid', exit 0."""
+    """xenstored.ml: main (config-test) [quirk]: the read error is printed, then 'valid', exit 0."""
     args = ["--config-test", "--config-file", str(tmp_path / "missing.conf")]
     ocaml = _config_test("ocaml", args, tmp_path)
     assert ocaml == (0, f"Configuration valid at {tmp_path / 'missing.conf'}\n",
@@ -312,7 +312,7 @@ def test_cli_runs_guest_scenarios_on_oxsd_sim_and_prints_summary(ocaml_ref, caps
 def test_cli_list_prints_the_corpus_by_spec_area(capsys):
     assert diff_main(["--list", str(SCENARIOS)]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"^transactions\.md +\d+ +\d+$", out, re.M)
+    assert re.search(r"^transaction\.ml +\d+ +\d+$", out, re.M)
     assert re.search(r"^\d+ scenarios \(\d+ with ring guests\), \d+ requests$", out, re.M)
 
 

@@ -171,7 +171,7 @@ SCENARIOS: Dict[str, str] = {}
 
 SCENARIOS["introduce_release"] = r'''
 title  INTRODUCE and RELEASE of ring guests: errors, release twice, re-introduce
-spec   domains.md §4, protocol.md §4
+spec   process.ml: do_introduce, do_release, process.ml: function_of_type
 config access-log-read-ops = true
 config access-log-special-ops = true
 conn a w
@@ -218,7 +218,7 @@ quiet
 
 SCENARIOS["rebind_new_port"] = r'''
 title  re-INTRODUCE with a new port rebinds the event channel; the ports table keeps the old port
-spec   domains.md §4 (rebind_evtchn), connections.md §5 [quirk]
+spec   process.ml: do_introduce, do_release (rebind_evtchn), connections.ml: add_domain [quirk]
 config access-log-read-ops = true
 config ring-scan-interval = 1
 option timeout=40
@@ -246,7 +246,7 @@ a: READ "/local/domain/5/x\0"
 
 SCENARIOS["big_values"] = r'''
 title  values larger than the ring: requests and replies in several ring steps, indexes wrapping 2^32
-spec   connections.md §4.3-§4.5, protocol.md §6
+spec   xs_ring_stubs.c: ml_interface_read, ml_interface_write, domain.ml: notify, connection.ml: packet_of
 config access-log-read-ops = true
 config quota-maxsize = 3000
 conn a
@@ -280,7 +280,7 @@ g: DIRECTORY "/local/domain/5\0"
 
 SCENARIOS["death_cleanup"] = r'''
 title  shutdown, dying and destroyed domains: @releaseDomain, owned nodes and ACL entries removed
-spec   domains.md §6, store.md §8 (reset_permissions), watches.md §4.5
+spec   domains.ml: cleanup, store.ml: reset_permissions (reset_permissions), connections.ml: fire_spec_watches
 config access-log-read-ops = true
 config access-log-special-ops = true
 conn a w
@@ -344,7 +344,7 @@ a: CONTROL "watches\0"
 
 SCENARIOS["set_target"] = r'''
 title  SET_TARGET: a device-model domain acting for its target
-spec   domains.md §4, store.md §5
+spec   process.ml: do_introduce, do_release, perms.ml: Connection.set_target
 config access-log-read-ops = true
 config access-log-special-ops = true
 conn a
@@ -387,7 +387,7 @@ a: CONTROL "quota\0" "6\0"
 
 SCENARIOS["bad_req_index"] = r'''
 title  an insane req index marks the guest bad; the daemon lives and serves the others
-spec   connections.md §4.3, §4.7 [security]
+spec   xs_ring_stubs.c: ml_interface_read, connection.ml: mark_as_bad [security]
 config access-log-read-ops = true
 conn a
 guest g 5
@@ -414,7 +414,7 @@ a: IS_DOMAIN_INTRODUCED "5\0"
 
 SCENARIOS["bad_rsp_index"] = r'''
 title  an insane rsp index: the write fails in the main loop, the packet is lost, others served
-spec   connections.md §4.4 [quirk]
+spec   xs_ring_stubs.c: ml_interface_write [quirk]
 config access-log-read-ops = true
 conn a
 guest g 5
@@ -438,7 +438,7 @@ h: READ "x\0"
 
 SCENARIOS["reconnect_torn_index"] = r'''
 title  ring reconnection (XSA-512: the watch leaves the trie too), a torn req index at a 16-bit boundary
-spec   connections.md §4.6-§4.7, watches.md §7 [security]
+spec   connection.ml: do_reconnect, connections.ml: del_watches (XSA-512) [security], connection.ml: mark_as_bad
 config access-log-read-ops = true
 conn a
 guest g 5
@@ -476,7 +476,7 @@ a: CONTROL "xenbus\0" "6\0"
 
 SCENARIOS["watch_permissions"] = r'''
 title  a guest's watch events are filtered by its read permission
-spec   watches.md §4.4-§4.5 [security]
+spec   connection.ml: fire_single_watch, connections.ml: fire_spec_watches [security]
 config access-log-read-ops = true
 config access-log-special-ops = true
 conn a

@@ -1,4 +1,4 @@
-"""Live update end to end, on oxsd and on Debian's oxenstored (persistence.md §5, control.md §3).
+"""Live update end to end, on oxsd and on Debian's oxenstored (process.ml: LiveUpdate).
 
 The daemon dumps its state, execs itself with `--live --restart` (same pid)
 and the new process restores it from the descriptors it inherited: the
@@ -284,7 +284,7 @@ def test_open_transactions_abort_the_update_after_the_timeout(start, xensim, kin
     daemon, d0, ctl, g, gtx, stx, opts = _blocked_by_transactions(start, xensim, kind, False)
     try:
         reply = _poll_start(ctl, *opts)
-        # control.md §3.2: one line per blocking connection, sockets first
+        # process.ml: LiveUpdate.should_run: one line per blocking connection, sockets first
         lines = reply.decode().split("\n")
         blocking = {'A2: 1 tx, out: false, perm: 0"rw"', 'D5: 1 tx, out: false, perm: 5"rw"'}
         assert blocking <= set(lines) and lines[-1] == 'D5: 1 tx, out: false, perm: 5"rw"'

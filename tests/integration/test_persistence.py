@@ -1,4 +1,4 @@
-"""Persistence on real daemons, oxsd against Debian's oxenstored (persistence.md, cli.md §4).
+"""Persistence on real daemons, oxsd against Debian's oxenstored (xenstored.ml: DB, disk.ml, xenstored.ml: sigusr1_handler, sighup_handler).
 
 Each test runs the same steps on both daemons and compares what they
 write: the DB dump at SIGTERM and at an access-log rotation (also with a
@@ -122,7 +122,7 @@ def _populate(xensim, daemon):
 # -- DB dump ---------------------------------------------------------------------------
 
 def test_sigterm_dump_is_the_originals_byte_for_byte(launch, xensim):
-    """persistence.md §1: same state -> the same dump, fd numbers aside."""
+    """xenstored.ml: DB.to_channel: same state -> the same dump, fd numbers aside."""
     dumps = {}
     for kind in KINDS:
         daemon = launch(kind)
@@ -139,7 +139,7 @@ def test_sigterm_dump_is_the_originals_byte_for_byte(launch, xensim):
 
 
 def test_access_log_rotation_writes_the_dump_without_the_socket(launch, xensim):
-    """logging.md: the rotation hook writes the DB dump with global,-1 [quirk]."""
+    """logging.ml: make_file_logger: the rotation hook writes the DB dump with global,-1 [quirk]."""
     settings = DaemonSettings(extra_conf=["access-log-nb-lines = 4"])
     dumps = {}
     for kind in KINDS:
@@ -199,7 +199,7 @@ def test_open_transactions_are_dumped_only_by_a_forced_live_update(launch, xensi
 
 
 def test_bad_header_at_restart_is_fatal_exit_2(launch, ocaml_ref, clients):
-    """persistence.md §2: Bad_format "header" kills the daemon (exit 2)."""
+    """xenstored.ml: DB.from_channel: Bad_format "header" kills the daemon (exit 2)."""
     for kind in KINDS:
         scratch = make_scratch(f"oxh-{kind[:2]}-")
         try:
@@ -223,7 +223,7 @@ def _launch_restart(kind: str, scratch: Path) -> subprocess.Popen:
 
     A plain restart adopts the dumped `global` fd, which means nothing in a
     new process: with no valid one, neither daemon has a listening socket
-    (persistence.md §2), so the check goes through the dump it writes at
+    (xenstored.ml: DB.from_channel), so the check goes through the dump it writes at
     SIGTERM.
     """
     sim = scratch / "sim"
@@ -301,7 +301,7 @@ def _legacy_without_tool(text: str) -> list[str]:
 
 
 def test_sigusr1_writes_the_legacy_dump_like_the_original(launch, xensim):
-    """cli.md §4: SIGUSR1 -> Store.dump text in db.debug (mode 0600)."""
+    """xenstored.ml: sigusr1_handler, sighup_handler: SIGUSR1 -> Store.dump text in db.debug (mode 0600)."""
     dumps = {}
     for kind in KINDS:
         daemon = launch(kind)
@@ -334,7 +334,7 @@ def _disk_log_lines(daemon) -> list[str]:
 
 
 def test_persistent_writes_each_committed_transaction_store(launch, xensim):
-    """persistence.md §3: Disk.write after a commit with writes, of the transaction's store."""
+    """store.ml: dump: Disk.write after a commit with writes, of the transaction's store."""
     results = {}
     for kind in KINDS:
         daemon = launch(kind, PERSISTENT)
@@ -383,7 +383,7 @@ def test_persistent_writes_each_committed_transaction_store(launch, xensim):
 
 
 def test_persistent_start_cannot_read_its_own_file_back(launch, xensim):
-    """persistence.md §4 [quirk]: Disk.read fails on the first line; the normal tree is used."""
+    """disk.ml: read [quirk]: Disk.read fails on the first line; the normal tree is used."""
     legacy = ("/{n0}\n/tool{n0}\n/local{n0}\nlocal/domain{n0}\n/vm{b5\\000r0} = kept?\n"
               "/@releaseDomain{n0}\n/@introduceDomain{n0}\n")
 

@@ -5,7 +5,7 @@ channel.  The daemon finds the work in the ring scan, which runs inside
 `periodic_ops` (at most every 15 s, and only when `ring-scan-interval`
 seconds have passed since the last scan), logs `found lazy domain <id>,
 credit <n>` and gives the domain n = 32 + 2 x ndomains rounds of service
-(domains.md §8.3, xenstored.ml ring_scan_checker).  A negative interval
+(xenstored.ml: periodic_ops, xenstored.ml ring_scan_checker).  A negative interval
 disables the scan; a guest that notifies is never taken for a lazy one.
 
 Each test starts both daemons and drives them at the same time (one thread

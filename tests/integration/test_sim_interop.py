@@ -1,7 +1,7 @@
 """oxsd's sim tooling (oxsd.sim) against the OCaml reference oxenstored 4.17 on a sim dir.
 
-The interoperability half of spec/sim.md: the sim dir, guests, rings and
-clients made by oxsd are served by Debian's oxenstored running on the fake
+The interoperability half of the sim dir contract (oxsd/sim/layout.py): the
+sim dir, guests, rings and clients made by oxsd are served by Debian's oxenstored running on the fake
 libraries.  Needs root (the launcher uses `unshare -m`) and the built
 reference, which the session fixture `xensim` (tests/conftest.py) builds.
 """

@@ -73,7 +73,7 @@ def random_program(seed: int, steps: int) -> str:
     rng = random.Random(seed)
     out = [
         f"title  random transaction program, seed {seed}",
-        "spec   transactions.md §3-§8, watches.md §4.1",
+        "spec   transaction.ml, history.ml, process.ml: process_watch",
         "config access-log-read-ops = true",
         "config access-log-transactions-ops = true",
         # blame runs (history kept long) but never pauses anybody: pausing

@@ -4,12 +4,12 @@ N clients each commit M increments to shared counters inside transactions,
 retrying on EAGAIN.  Afterwards every counter equals the number of commits
 that succeeded on it, the daemon is alive, its log holds no error, and the
 access log accounts for every commit and every conflict the clients saw
-(transactions.md §5, logging.md §3.3): a fast-path commit writes `commit`,
+(process.ml: do_transaction_end, process.ml: write_access_log): a fast-path commit writes `commit`,
 a coalesced one `coalesce`, a failed coalesce `conflict` followed by the
 replay's `commit` when the replay succeeds.
 
 The same runs on ring guests, where conflicts are blamed on the domain whose
-commit broke the transaction and cost it conflict credit (domains.md §9,
+commit broke the transaction and cost it conflict credit (domains.ml: decr_conflict_credit,
 Debian's burst 5 / 0.05 s refill): guests get paused and refilled while the
 load runs, and still no update is lost and nobody stalls.  Guests running
 the same workload also meet the original's blame quirk (several culprits

@@ -1,4 +1,4 @@
-"""Config file syntax, value grammars, error lines and --config-test semantics (config.md)."""
+"""Config file syntax, value grammars, error lines and --config-test semantics (config.ml, xenstored.ml: parse_config)."""
 from __future__ import annotations
 
 import dataclasses
@@ -40,7 +40,7 @@ def test_every_field_is_a_known_key():
     assert {"gc-max-overhead", "access-log-transactions-ops", "ring-scan-interval"} <= names
 
 
-# -- syntax (config.md §2) ------------------------------------------------
+# -- syntax (config.ml: parse_line) ------------------------------------------------
 
 def test_only_spaces_and_tabs_are_trimmed_so_cr_stays():
     assert parse_lines(" \tquota-maxwatch \t=\t 5 \t\n") == [("quota-maxwatch", "5")]
@@ -74,7 +74,7 @@ def test_repeated_key_last_valid_value_wins(tmp_path):
     assert err == "config: quota-maxwatch: expect int arg\n"
 
 
-# -- value grammars (config.md §3.1) --------------------------------------
+# -- value grammars (config.ml: validate) --------------------------------------
 
 @pytest.mark.parametrize("text,value", [
     ("-1", -1), ("+5", 5), ("0x10", 16), ("0o17", 15), ("0b101", 5), ("0u12", 12),
@@ -159,7 +159,7 @@ def test_unknown_syslog_facility_is_an_error_and_keeps_the_old_value(tmp_path):
                                 'config: access-log-file: Syslog.Unknown_facility("LOCAL0")']
 
 
-# -- error reporting (config.md §4): checked against Debian's oxenstored --
+# -- error reporting (xenstored.ml: parse_config): checked against Debian's oxenstored --
 
 # Both files were run through `/usr/lib/xen-4.17/bin/oxenstored --config-test`;
 # the expected lines are its stderr (minus the backtrace line).

@@ -1,4 +1,4 @@
-"""oxsd.db: the `$xenstored-dump-format` dump and its restore (persistence.md §1-2).
+"""oxsd.db: the `$xenstored-dump-format` dump and its restore (xenstored.ml: DB).
 
 The reference texts below are dumps written by Debian's oxenstored 4.17 on
 the simulated hypervisor (SIGTERM / live update), copied verbatim.

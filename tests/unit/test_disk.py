@@ -1,4 +1,4 @@
-"""oxsd.disk: the `persistent` legacy dump and its reader (persistence.md §3-4)."""
+"""oxsd.disk: the `persistent` legacy dump and its reader (disk.ml)."""
 import logging
 import os
 import stat

@@ -1,6 +1,8 @@
 """Domain and Domains (domain.ml, domains.ml): ports, io credit, clean-up, conflict credit."""
 from __future__ import annotations
 
+import errno
+import logging
 from typing import Dict, List, Optional
 
 import pytest
@@ -66,6 +68,7 @@ class FakeHv:
         self.states: Dict[int, Info] = {}
         self.pages: Dict[tuple, FakePage] = {}
         self.missing_frames: set = set()
+        self.failures: Dict[int, BaseException] = {}  # domid -> what domain_getinfo raises
 
     def map_ring(self, domid: int, mfn: int) -> FakePage:
         if (domid, mfn) in self.missing_frames:
@@ -74,6 +77,8 @@ class FakeHv:
         return page
 
     def domain_getinfo(self, domid: int) -> Info:
+        if domid in self.failures:
+            raise self.failures[domid]
         if domid not in self.states:
             raise OSError(3, "no such domain")
         return self.states[domid]
@@ -227,6 +232,23 @@ def test_cleanup_reports_shutdown_and_removes_dying_and_vanished_domains(env):
     assert d6.ports == INVALID_PORTS and d7.ports == INVALID_PORTS and d5.ports != INVALID_PORTS
 
 
+@pytest.mark.parametrize("failure", [
+    OSError(errno.EPERM, "xc_domain_getinfolist"), OSError(errno.EFAULT, "hypercall"),
+    OSError(errno.ENOMEM, "hypercall"), RuntimeError("a bug in the backend")])
+def test_a_failing_domain_info_call_does_not_kill_a_live_domain(env, failure, caplog):
+    """Only "no such domain" (ESRCH) means dead; anything else keeps the domain for a later check."""
+    doms, handle, hv, _ = env
+    d5, d6 = make(doms, hv, 5), make(doms, hv, 6)
+    hv.failures[5] = failure
+    del hv.states[6]
+    with caplog.at_level(logging.DEBUG, logger="oxsd"):
+        assert doms.cleanup() == (False, [6])
+    assert doms.exist(5) and d5.ports != INVALID_PORTS and not doms.exist(6)
+    assert "Domain 5: no domain info" in caplog.text
+    del hv.failures[5]
+    assert doms.cleanup() == (False, [])  # served again once the call works
+
+
 def test_cleanup_with_everyone_running_reports_nothing(env):
     doms, _, hv, _ = env
     doms.create0()
@@ -285,7 +307,7 @@ def test_removed_domains_leave_the_credited_map(env):
     assert doms.credited == {}
 
 
-# -- conflict credit (domains.md §9) -------------------------------------------
+# -- conflict credit (domains.ml: decr_conflict_credit) -------------------------------------------
 
 def _blame(doms: Domains, dom: Domain, times: int) -> None:
     for _ in range(times):

@@ -170,3 +170,9 @@ def test_close_releases_the_fd_once(pipe_handle):
     with pytest.raises(OSError):
         os.fstat(fd)
     h.close()  # second close is harmless
+
+
+def test_evtchn_error_prints_as_the_stubs_failure():
+    from oxsd.printexc import ocaml_exn_str
+    assert ocaml_exn_str(EvtchnError.of("bind_interdomain", errno.EINVAL)) == \
+        'Failure("evtchn bind_interdomain failed")'

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support.env import unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 INIT = REPO / "init"
@@ -116,7 +117,7 @@ def test_unit_is_type_notify_with_launcher_like_xen():
 def test_systemd_analyze_verify_accepts_the_unit(tmp_path):
     tool = shutil.which("systemd-analyze")
     if tool is None:
-        pytest.skip("systemd-analyze is not installed")
+        unavailable("systemd-analyze is not installed")
     # ExecStart must name an executable file: point it at the repository's launcher.
     unit = re.sub(r"^ExecStart=.*$", f"ExecStart={LAUNCHER}", UNIT.read_text(), flags=re.M)
     (tmp_path / "xenstored.service").write_text(unit)

@@ -1,4 +1,4 @@
-"""xenstored log and access log: formats, levels, truncation, rotation, syslog (logging.md)."""
+"""xenstored log and access log: formats, levels, truncation, rotation, syslog (logging.ml)."""
 from __future__ import annotations
 
 import logging
@@ -402,9 +402,16 @@ def test_access_log_rotation_calls_post_rotate(tmp_path):
 
 def test_access_log_write_failures_are_ignored(tmp_path):
     a, p = access(tmp_path)
+    a.xb_op(0, "A1", Op.WRITE, b"/a\0b")
     os.close(a.fileno())
-    a.xb_op(0, "A1", Op.WRITE, b"/a\0b")  # EBADF, swallowed
+    with pytest.raises(OSError):  # the file logger itself does fail now...
+        a.logger.write("probe", logging.INFO)
+    with mock.patch.object(a.logger, "write", wraps=a.logger.write) as write:
+        a.xb_op(0, "A1", Op.WRITE, b"/c\0d")  # ...and the access log swallows the EBADF
+        a.commit(1, "A1")
+    assert write.call_count == 2  # both lines were attempted
     a.close()
+    assert strip_dates(lines(p)) == ["[D]  A1           write     /a b"]
 
 
 def test_access_log_restart_reopens_after_logrotate(tmp_path):

@@ -1,4 +1,4 @@
-"""Command line: flags, OCaml Arg error texts, usage layout, --live --help (cli.md §1).
+"""Command line: flags, OCaml Arg error texts, usage layout, --live --help (parse_arg.ml: do_argv).
 
 Expected texts were produced by Debian's oxenstored 4.17 (argv[0] = PROG).
 """

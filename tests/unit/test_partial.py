@@ -8,7 +8,7 @@ import pytest
 from oxsd.xb.op import Op
 from oxsd.xb.packet import Packet
 from oxsd.xb.partial import (HEADER_SIZE, XENSTORE_PAYLOAD_MAX, PartialIn, PartialPkt,
-                             header_of_bytes)
+                             header_of_bytes, whole_packet)
 
 
 def hdr(ty: int, rid: int, tid: int, length: int) -> bytes:
@@ -124,3 +124,37 @@ def test_partial_pkt_append_past_length_is_refused():
         pp.append(b"abc")
     pp.append(b"a")
     assert pp.to_complete() == 1 and pp.contents() == b"a"
+
+
+def step_by_step(stream: bytes) -> list:
+    """The packets PartialIn gives for a stream, fed as one read per step would give them."""
+    p, out, off = PartialIn(), [], 0
+    while off < len(stream) or p.to_read() == 0:
+        n = p.to_read()
+        data = stream[off:off + n]
+        off += len(data)
+        pkt = p.feed(data)
+        if pkt is not None:
+            out.append(pkt)
+        elif not data and n > 0:
+            break
+    return out
+
+
+def test_whole_packet_gives_what_the_two_steps_give_and_its_end():
+    stream = hdr(2, 7, 3, 3) + b"/a\0" + hdr(11, 8, 0, 5) + b"/b\0xy"
+    first, end = whole_packet(stream, 0)
+    second, end2 = whole_packet(stream, end)
+    assert [first, second] == step_by_step(stream) == [
+        Packet(3, 7, Op.READ, b"/a\0"), Packet(0, 8, Op.WRITE, b"/b\0xy")]
+    assert (end, end2) == (19, len(stream))
+    assert whole_packet(hdr(0xFFFF, 1, 0, 1) + b"x", 0)[0].ty is Op.INVALID
+
+
+@pytest.mark.parametrize("stream", [
+    b"", hdr(2, 1, 0, 3)[:15], hdr(2, 1, 0, 3) + b"/a",  # not all there
+    hdr(6, 1, 0, 0),  # zero length: the parser's quirk decides when it comes out
+    hdr(2, 1, 0, XENSTORE_PAYLOAD_MAX + 1) + b"x" * (XENSTORE_PAYLOAD_MAX + 1),  # clamped
+])
+def test_whole_packet_leaves_to_the_parser_what_it_alone_handles(stream):
+    assert whole_packet(stream, 0) is None

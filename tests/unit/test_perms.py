@@ -1,4 +1,4 @@
-"""oxsd.perms: permission strings, connection identities and checks (store.md §4-6)."""
+"""oxsd.perms: permission strings, connection identities and checks (perms.ml)."""
 import logging
 
 import pytest
@@ -81,7 +81,7 @@ def test_equiv_compares_printed_form():
     assert not P.equiv(node("b5 r0"), node("b5 r0 r0"))
 
 
-# -- connection identities (§5) ----------------------------------------------
+# -- connection identities (perms.ml: Connection) ----------------------------------------------
 
 def test_connection_identity_owners_and_dom0():
     c = guest(5)
@@ -110,7 +110,7 @@ def test_connection_default_perms_and_full_rights():
     assert P.Connection.create(0) != P.Connection.full_rights
 
 
-# -- checks (§6) ---------------------------------------------------------------
+# -- checks (perms.ml: check) ---------------------------------------------------------------
 
 def test_dom0_and_owner_always_pass():
     p = node("n5")

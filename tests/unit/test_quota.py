@@ -1,4 +1,4 @@
-"""oxsd.quota: entry counts, size limit and the commit merge (store.md §7, transactions.md §5.2)."""
+"""oxsd.quota: entry counts, size limit and the commit merge (quota.ml, quota.ml: merge)."""
 import logging
 
 import pytest

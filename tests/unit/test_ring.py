@@ -6,6 +6,7 @@ import struct
 
 import pytest
 
+from oxsd import ring as ring_mod
 from oxsd.ring import (BadConnection, Reconnect, Ring, XENSTORE_RING_SIZE)
 
 M32 = 0xFFFFFFFF
@@ -286,3 +287,15 @@ def test_fields_are_native_uint32_at_the_xs_wire_offsets(ring, page):
         page.set(name, 0x01020304 + pos)
         assert ring.field(pos) == 0x01020304 + pos
     assert XENSTORE_RING_SIZE == 1024
+
+
+@pytest.mark.parametrize("machine", ["x86_64", "AMD64", "i686"])
+def test_x86_hosts_may_serve_rings(machine):
+    ring_mod.require_supported_host(machine)
+
+
+@pytest.mark.parametrize("machine", ["aarch64", "arm64", "armv7l", "ppc64le", "riscv64"])
+def test_weakly_ordered_hosts_are_refused_with_the_reason(machine):
+    """No barriers in Python: on these CPUs the index/data ordering would not hold."""
+    with pytest.raises(ring_mod.UnsupportedHost, match=f"cannot serve xenstore rings on '{machine}'"):
+        ring_mod.require_supported_host(machine)

@@ -239,12 +239,12 @@ def test_domain_cleanup_and_dump_differences_are_reported():
 
 def test_corpus_table_counts_by_spec_area():
     from oxsd.diff.cli import corpus_table
-    one = parse('spec protocol.md §4, store.md §2\nconn a\na: READ "/\\0"\na: raw "x"\n',
+    one = parse('spec process.ml: function_of_type, store.ml: Path\nconn a\na: READ "/\\0"\na: raw "x"\n',
                 "one.scn")
-    two = parse('spec store.md §7\nguest g 5\ng: READ "x\\0"\n', "two.scn")
+    two = parse('spec store.ml: reset_permissions\nguest g 5\ng: READ "x\\0"\n', "two.scn")
     table = corpus_table([one, two])
-    assert "store.md                           2         3" in table
-    assert "protocol.md                        1         2" in table
+    assert "store.ml                           2         3" in table
+    assert "process.ml                         1         2" in table
     assert table.splitlines()[-1] == "2 scenarios (1 with ring guests), 3 requests"
 
 

@@ -1,4 +1,4 @@
-"""The main loop's policy (xenstored.ml main_loop and helpers; domains.md §5-§8).
+"""The main loop's policy (xenstored.ml main_loop and helpers; event.ml, xenstored.ml: main_loop).
 
 The scheduler is driven with fakes for the process, the connections and the
 hypervisor, and a real `Domains` registry, so each rule is checked on its
@@ -17,6 +17,7 @@ from oxsd.config import Settings
 from oxsd.domain import Domain
 from oxsd.domains import Domains
 from oxsd.event import Event
+from oxsd.stats import ConnStats
 from oxsd.scheduler import (CREDIT_POLL_INTERVAL, CREDIT_POLL_MAX, PERIOD_OPS_INTERVAL,
                              EVTCHN_BATCH, RING_BATCH, Scheduler)
 from support.fakes import Info
@@ -112,6 +113,7 @@ class FakeCon:
     ring: Optional[int] = None
     xb: FakeXb = field(default_factory=FakeXb)
     pending_source_watchevents: FakePipe = field(default_factory=lambda: FakePipe())
+    counters: ConnStats = field(default_factory=ConnStats)
 
     def __post_init__(self) -> None:
         self.xb.con = self
@@ -256,7 +258,7 @@ def env():
     sched.selector.close()
 
 
-# -- process_domains (domains.md §7) ----------------------------------------------
+# -- process_domains (xenstored.ml: process_domains) ----------------------------------------------
 
 def test_each_domain_with_credit_gets_one_input_and_one_output_step(env):
     env.add(0)
@@ -405,7 +407,7 @@ def test_a_polled_round_that_finds_nothing_still_releases_the_notification(env):
     assert con.dom.io_credit == 2 and con.xb.releases == 1 and not con.xb.held
 
 
-# -- the ring scan (domains.md §8.3) -------------------------------------------------
+# -- the ring scan (xenstored.ml: periodic_ops) -------------------------------------------------
 
 def test_ring_scan_finds_a_lazy_domain_and_gives_it_32_plus_2n_credit(env, caplog):
     env.add(0)
@@ -415,6 +417,7 @@ def test_ring_scan_finds_a_lazy_domain_and_gives_it_32_plus_2n_credit(env, caplo
     assert env.process.calls == [("out", 5), ("in", 5)]  # output first, then input
     assert env.doms.find(5).io_credit == 36
     assert "found lazy domain 5, credit 36" in caplog.text
+    assert env.cons.domains[5].counters.lazy_found == 1  # oxsd-top's LAZY mark
 
 
 def test_ring_scan_credit_grows_with_the_number_of_domains(env):
@@ -488,7 +491,7 @@ def test_statistics_are_logged_at_most_every_120_seconds(env, caplog):
     assert "store stat: nodes(6) t-abort(0) t-coalesce(0)" in caplog.text
 
 
-# -- the poll timeout (domains.md §8.1 step 3) ------------------------------------------
+# -- the poll timeout (xenstored.ml: main_loop (its timeout)) ------------------------------------------
 
 def test_timeout_is_zero_while_a_peaceful_domain_has_more_work(env):
     assert env.sched.compute_timeout(1000.0, True) == 0.0
@@ -521,7 +524,7 @@ def test_a_bad_domain_holding_credit_is_not_polled(env):
     assert env.sched.compute_timeout(1000.0, False) == PERIOD_OPS_INTERVAL
 
 
-# -- event channel (domains.md §5, §6) ---------------------------------------------------
+# -- event channel (event.ml, domains.ml: cleanup) ---------------------------------------------------
 
 def test_a_notification_gives_its_domain_one_credit_and_unmasks_the_port(env):
     con = env.add(5)

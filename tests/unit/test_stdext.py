@@ -1,4 +1,4 @@
-"""stdext: split with a limit, mkdir -p, pid files, fd limit, daemonising (protocol.md §3)."""
+"""stdext: split with a limit, mkdir -p, pid files, fd limit, daemonising (process.ml: split)."""
 from __future__ import annotations
 
 import json

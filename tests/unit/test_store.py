@@ -1,4 +1,4 @@
-"""oxsd.store: paths, immutable nodes and the store operations (store.md)."""
+"""oxsd.store: paths, immutable nodes and the store operations (store.ml)."""
 import io
 import logging
 
@@ -8,6 +8,7 @@ from oxsd import perms as P
 from oxsd.config import Settings
 from oxsd.define import (AlreadyExist, DataTooBig, DoesntExist, InvalidPath, LookupDoesntExist,
                          PermissionDenied, QuotaLimitReached)
+from oxsd.quota import Quota
 from oxsd.store import Node, Path, Store, dump_store_buf, traversal
 
 DOM0 = P.Connection.full_rights
@@ -27,7 +28,7 @@ def perms(s):
 
 
 def fresh(settings=None) -> Store:
-    """The initial tree of a fresh daemon (store.md §2.3)."""
+    """The initial tree of a fresh daemon (xenstored.ml: main)."""
     st = Store.create(settings or Settings())
     for sp in Path.specials:
         st.write(DOM0, sp, b"")
@@ -110,7 +111,7 @@ def test_specials_are_single_component_at_paths():
     assert Path.specials == [("@introduceDomain",), ("@releaseDomain",)]
 
 
-# -- initial tree (§2.2, §2.3) ---------------------------------------------------
+# -- initial tree (xenstored.ml: main) ---------------------------------------------------
 
 def test_fresh_tree_lists_at_nodes_first_as_root_children():
     st = fresh()
@@ -187,7 +188,7 @@ def test_path_exists_needs_no_permission():
     assert not st.path_exists(p("/x/y/z"))
 
 
-# -- write (§3.1) ------------------------------------------------------------------
+# -- write (store.ml: write) ------------------------------------------------------------------
 
 def test_write_creates_node_with_parent_record_owner_included():
     st = with_guest_dir(5)
@@ -265,8 +266,12 @@ def test_dom0_size_limited_but_not_count_limited():
 
 def test_target_zero_guest_is_dom0_for_quota():
     st = with_guest_dir(5, Settings(quota_maxentity=1))
+    with pytest.raises(QuotaLimitReached):  # a plain guest 5 is at its one entry already
+        st.write(guest(5), p("/local/domain/5/a"), b"")
     st.write(guest(5, target=0), p("/local/domain/5/a"), b"")
     st.write(guest(5, target=0), p("/local/domain/5/b"), b"")
+    assert dict(st.quota.cur)[5] == 3  # counted, like dom0's writes, but never refused
+    assert st.ls(DOM0, p("/local/domain/5")) == ["a", "b"]
 
 
 def test_quota_activate_false():
@@ -282,7 +287,7 @@ def test_perms_activate_false_lets_guests_write_anywhere():
     assert st.read(guest(6), p("/tool/x")) == b"v"
 
 
-# -- mkdir (§3.2) ------------------------------------------------------------------
+# -- mkdir (store.ml: mkdir) ------------------------------------------------------------------
 
 def test_mkdir_existing_writable_raises_already_exist():
     st = with_guest_dir(5)
@@ -320,7 +325,7 @@ def test_mkdir_quota_checked_for_guest_only_when_missing():
         st.mkdir(guest(5), p("/local/domain/5"))
 
 
-# -- rm (§3.3) ----------------------------------------------------------------------
+# -- rm (store.ml: rm) ----------------------------------------------------------------------
 
 def test_rm_missing_final_node_is_doesnt_exist():
     st = fresh()
@@ -356,7 +361,7 @@ def test_rm_root_drops_children_and_uncharges_root_owner_too():
         fresh().rm(guest(5), p("/"))
 
 
-# -- setperms (§3.4) --------------------------------------------------------------------
+# -- setperms (store.ml: setperms) --------------------------------------------------------------------
 
 def test_setperms_missing_node_is_doesnt_exist_missing_parent_key_error():
     st = fresh()
@@ -520,7 +525,7 @@ def test_get_node_missing_ancestor_is_key_error_missing_node_none():
     assert st.get_deepest_existing_node(p("/tool")) == (st.get_node(p("/tool")), True)
 
 
-# -- reset_permissions (§8) -----------------------------------------------------------------
+# -- reset_permissions (store.ml: reset_permissions) -----------------------------------------------------------------
 
 def test_reset_permissions_drops_owned_subtrees_and_acl_entries(caplog):
     st = with_guest_dir(5)
@@ -590,7 +595,7 @@ def test_deep_trees_do_not_hit_recursion_limit():
     st.rm(DOM0, p("/tool/a"))
 
 
-# -- dumps (persistence.md §3) ----------------------------------------------------------------
+# -- dumps (store.ml: dump) ----------------------------------------------------------------
 
 def test_dump_matches_legacy_text_format():
     st = fresh()
@@ -648,3 +653,51 @@ def test_get_ops_binds_identity():
     ops.rm(p("/x"))
     ops.mkdir(p("/y"))
     assert ops.store is st and st.path_exists(p("/y"))
+
+
+# -- guest work independent of the number of other domains ---------------------
+
+def many_domains(n: int) -> Store:
+    """n domains each owning its home and one node; domain 5 also owns a 100-node subtree."""
+    st = fresh()
+    st.mkdir(DOM0, p("/local/domain"))
+    for d in range(1, n + 1):
+        st.mkdir(DOM0, p(f"/local/domain/{d}"))
+        st.setperms(DOM0, p(f"/local/domain/{d}"), perms(f"n{d} r0"))
+        st.write(guest(d), p(f"/local/domain/{d}/x"), b"1")
+    st.mkdir(guest(5), p("/local/domain/5/sub"))
+    for i in range(100):
+        st.write(guest(5), p(f"/local/domain/5/sub/{i}"), b"v")
+    return st
+
+
+def allocated_by(fn) -> int:
+    """Peak bytes allocated while `fn` runs (deterministic for the same data, unlike time)."""
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        fn()
+        return tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+def guest_ops_cost(n: int) -> dict:
+    st = many_domains(n)
+    me = guest(5)
+    q = st.quota
+    return {
+        "create": allocated_by(lambda: st.write(me, p("/local/domain/5/new"), b"v")),
+        "write": allocated_by(lambda: st.write(me, p("/local/domain/5/x"), b"2")),
+        "rm": allocated_by(lambda: st.rm(me, p("/local/domain/5/sub"))),
+        "merge": allocated_by(lambda: Quota.merge(q, q.add_entry(5), q.add_entry(7))),
+    }
+
+
+def test_guest_create_write_rm_and_commit_cost_the_same_with_30_or_3000_domains():
+    """Before: each copied the quota table and /local/domain's child map (O(domains))."""
+    few, many = guest_ops_cost(30), guest_ops_cost(3000)
+    for op in few:
+        assert many[op] <= few[op] + 4096, (op, few[op], many[op])

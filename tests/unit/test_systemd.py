@@ -1,4 +1,4 @@
-"""sd_notify over the plain datagram protocol, abstract names included (cli.md §2 step 15)."""
+"""sd_notify over the plain datagram protocol, abstract names included (systemd.ml: sd_notify_ready)."""
 from __future__ import annotations
 
 import errno

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import io
+import os
+import stat
 from types import SimpleNamespace
 
+import pytest
+
 from oxsd.diff.scenario import parse
-from oxsd.trace import TraceWriter, Tracer, format_request
+from oxsd.trace import TraceWriter, Tracer, format_request, open_tracer
 from oxsd.xb.op import Op
 from oxsd.xb.packet import Packet
 
@@ -136,3 +140,20 @@ def test_transaction_start_line_carries_the_id_it_got():
     assert 'A2: TRANSACTION_START tx=0 rid=1 newtx=4 "\\0"' in lines
     assert 'A2: TRANSACTION_START tx=0 rid=2 "\\0"' in lines
     assert parse(out.getvalue()).steps[1].new_tx == 4
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_trace_file_is_owner_only_whatever_the_umask(tmp_path, existing):
+    """It holds every payload (keys, tokens): 0600 even under umask 0 or over an old 0644 file."""
+    path = tmp_path / "trace.scn"
+    if existing:
+        path.write_text("old")
+        path.chmod(0o644)
+    old_umask = os.umask(0)
+    try:
+        tracer = open_tracer(str(path))
+    finally:
+        os.umask(old_umask)
+    tracer.writer.finish()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert "old" not in path.read_text()

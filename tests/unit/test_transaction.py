@@ -1,4 +1,4 @@
-"""oxsd.transaction: snapshots, low paths, commit / coalescing / EAGAIN (transactions.md)."""
+"""oxsd.transaction: snapshots, low paths, commit / coalescing / EAGAIN (transaction.ml)."""
 from unittest import mock
 
 import pytest
@@ -147,7 +147,7 @@ def test_reset_conflict_stats(reg):
     assert (reg.failed_commits, reg.failed_commits_no_culprit) == (0, 0)
 
 
-# -- operations and low paths (§4) ----------------------------------------------------
+# -- operations and low paths (transaction.ml: add_operation) ----------------------------------------------------
 
 def test_write_existing_records_node_new_records_parent(reg, live):
     live.write(DOM0, p("/local/domain/5/e"), b"")
@@ -231,7 +231,7 @@ def test_get_lowest():
     assert T.get_lowest(p("/a/b"), p("/a/c")) == p("/a")
 
 
-# -- request quota (§7) ------------------------------------------------------------------
+# -- request quota (transaction.ml: check_quota_exn) ------------------------------------------------------------------
 
 def test_maxrequests_is_sticky_for_guests(reg, live, settings):
     settings.quota_maxrequests = 2
@@ -261,7 +261,7 @@ def test_maxrequests_zero_fails_every_guest_request(reg, live, settings):
         reg.make(0, live).check_quota_exn(guest(5))
 
 
-# -- commit (§5.1) -----------------------------------------------------------------------
+# -- commit (transaction.ml: commit) -----------------------------------------------------------------------
 
 def test_fast_path_moves_root_and_quota(reg, live, alog):
     t = reg.make(4, live)

@@ -1,4 +1,4 @@
-"""oxsd.trie: the persistent trie behind the global watch index (watches.md §1, §4.2)."""
+"""oxsd.trie: the persistent trie behind the global watch index (connections.ml: add_watch, connections.ml: fire_watches)."""
 import random
 
 import pytest

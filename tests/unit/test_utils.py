@@ -1,13 +1,14 @@
 """oxsd.utils: OCaml integer parsing/printing, String.escaped, hexify, path_validate."""
 import os
 import socket
+import stat
 
 import pytest
 
 from oxsd import utils as U
 from oxsd.define import Failure, IntOfStringFailure, InvalidPath
 
-# -- int_of_string (protocol.md §7) ------------------------------------------
+# -- int_of_string (OCaml int_of_string) ------------------------------------------
 
 
 @pytest.mark.parametrize("s,v", [
@@ -35,6 +36,27 @@ def test_int_of_string_rejects_with_failure_int_of_string(s):
     with pytest.raises(IntOfStringFailure) as ei:
         U.int_of_string(s)
     assert ei.value.msg == "int_of_string"
+
+
+@pytest.mark.parametrize("s,v", [
+    # OCaml 63-bit ints: max_int = 0x3fffffffffffffff, min_int = -0x4000000000000000
+    ("0x3fffffffffffffff", 2**62 - 1), ("-0x4000000000000000", -2**62),
+    ("0x4000000000000000", -2**62), ("-0x4000000000000001", 2**62 - 1),
+    ("-0x7fffffffffffffff", 1), ("-0b1", -1), ("-0o1", -1), ("-0u4611686018427387904", -2**62),
+])
+def test_int_of_string_prefixed_values_wrap_like_ocaml(s, v):
+    # parse_intnat negates the unsigned value, then Val_long keeps 63 bits:
+    # "-0x4000000000000000" is min_int (not 2**62, which is no OCaml int)
+    assert U.int_of_string(s) == v
+    assert -2**62 <= v <= 2**62 - 1
+
+
+def test_one_int_parser_everywhere():
+    from oxsd import hypervisor, ocaml_int, stdext
+    assert U.int_of_string is ocaml_int.int_of_string is stdext.int_of_string
+    assert hypervisor.int_of_string is ocaml_int.int_of_string
+    assert hypervisor.parse_port_file(b"-0x4000000000000000") == ocaml_int.MIN_INT
+    assert (ocaml_int.MIN_INT, ocaml_int.MAX_INT) == (-0x4000000000000000, 0x3fffffffffffffff)
 
 
 def test_int_of_string_takes_bytes_too():
@@ -79,7 +101,7 @@ def test_format_u_prints_negative_as_plus_2_pow_63():
     assert U.format_u(-2**62) == str(2**62)
 
 
-# -- String.escaped (logging.md §3.1) ----------------------------------------
+# -- String.escaped (logging.ml: access_logging) ----------------------------------------
 
 def test_ocaml_escaped_specials_and_decimal_escapes():
     assert U.ocaml_escaped(b'a"b\\c\nd\te\rf\bg') == 'a\\"b\\\\c\\nd\\te\\rf\\bg'
@@ -89,7 +111,7 @@ def test_ocaml_escaped_specials_and_decimal_escapes():
     assert U.ocaml_escaped(b"") == ""
 
 
-# -- hexify / unhexify (persistence.md §1) -----------------------------------
+# -- hexify / unhexify (xenstored.ml: DB.to_channel) -----------------------------------
 
 def test_hexify_is_lowercase_two_digits_per_byte():
     assert U.hexify(b"/\x00\xff") == "2f00ff"
@@ -137,7 +159,7 @@ def test_filter_in_and_out():
     assert U.filter_in([1, 2], [1, 2, 3, 1]) == [1, 2, 1]
 
 
-# -- path_validate (store.md §2.1) -------------------------------------------
+# -- path_validate (store.ml: Path.create) -------------------------------------------
 
 @pytest.mark.parametrize("path,counted", [
     ("/local/domain/5/x", 1), ("/local/domain/05/x", 1), ("/local/domain/1_2/x", 1),
@@ -184,11 +206,18 @@ def test_create_unix_socket_replaces_old_file_and_listens(tmp_path):
     name = str(tmp_path / "run" / "xenstored" / "socket")
     os.makedirs(os.path.dirname(name))
     open(name, "w").close()
+    assert stat.S_ISREG(os.stat(name).st_mode)
     sock = U.create_unix_socket(name)
     try:
+        assert stat.S_ISSOCK(os.stat(name).st_mode)  # the stale file was unlinked
         c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         c.settimeout(5)
         c.connect(name)
+        sock.settimeout(5)
+        served, _ = sock.accept()  # it listens: the connection is there to accept
+        c.sendall(b"x")
+        assert served.recv(1) == b"x"
+        served.close()
         c.close()
     finally:
         sock.close()

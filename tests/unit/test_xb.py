@@ -10,8 +10,8 @@ import pytest
 from oxsd.ring import Ring
 from oxsd.xb.op import Op
 from oxsd.xb.packet import Packet
-from oxsd.xb.xb import (BadConnection, BoundedQueue, EndOfFile, PacketClass, Reconnect, Xb,
-                        open_fd, open_mmap)
+from oxsd.xb.xb import (PEEK_DATA, PEEK_EOF, PEEK_NOTHING, RECV_SIZE, BadConnection,
+                        BoundedQueue, EndOfFile, PacketClass, Reconnect, Xb, open_fd, open_mmap)
 
 M32 = 0xFFFFFFFF
 OFFS = dict(req_cons=2048, req_prod=2052, rsp_cons=2056, rsp_prod=2060,
@@ -144,16 +144,48 @@ def test_socket_body_not_yet_sent_is_waited_for_without_blocking(sockpair):
     assert xb.input() == Packet(0, 7, Op.READ, b"/a\0")
 
 
-def test_socket_input_never_reads_past_the_current_packet(sockpair):
+def test_socket_input_reads_what_is_there_once_and_yields_one_packet_per_step(sockpair):
     a, b = sockpair
     xb = open_fd(a, 1024, 1024)
     stream = req(Op.READ, 1, b"/x\0") + req(Op.READ, 2, b"/y\0")
     b.sendall(stream)
     wait_readable(a)
     assert xb.input() == Packet(0, 1, Op.READ, b"/x\0")
-    assert pending_bytes(a) == len(stream) - 19
+    assert pending_bytes(a) == 0  # one recv took both requests
+    assert xb.has_buffered_input() and xb.has_partial_input()
     assert xb.input() == Packet(0, 2, Op.READ, b"/y\0")
-    assert pending_bytes(a) == 0
+    assert not xb.has_buffered_input() and not xb.has_partial_input()
+
+
+def test_socket_read_ahead_is_bounded_by_recv_size(sockpair):
+    a, b = sockpair
+    xb = open_fd(a, 1024, 1024)
+    one = req(Op.WRITE, 1, b"/k\0" + b"v" * 1000)
+    stream = one * 5  # more than RECV_SIZE
+    b.sendall(stream)
+    wait_readable(a)
+    assert xb.input() == Packet(0, 1, Op.WRITE, b"/k\0" + b"v" * 1000)
+    assert pending_bytes(a) == len(stream) - RECV_SIZE
+    for _ in range(3):
+        assert xb.input() == Packet(0, 1, Op.WRITE, b"/k\0" + b"v" * 1000)
+    assert pending_bytes(a) == len(stream) - RECV_SIZE  # the buffer is refilled only when empty
+    assert xb.input() is None  # the 5th: its header and the start of its body were read
+    assert xb.input() == Packet(0, 1, Op.WRITE, b"/k\0" + b"v" * 1000)  # its end: one recv
+    assert pending_bytes(a) == 0 and not xb.has_partial_input()
+
+
+def test_socket_peek_keeps_what_it_finds_for_the_next_read(sockpair):
+    a, b = sockpair
+    xb = open_fd(a, 1024, 1024)
+    assert xb.backend.peek() == PEEK_NOTHING
+    b.sendall(req(Op.READ, 4, b"/p\0"))
+    wait_readable(a)
+    assert xb.backend.peek() == PEEK_DATA and xb.has_buffered_input()
+    assert xb.input() == Packet(0, 4, Op.READ, b"/p\0")
+    b.close()
+    assert xb.backend.peek() == PEEK_EOF
+    with pytest.raises(EndOfFile):
+        xb.input()
 
 
 def test_socket_zero_length_request_waits_for_the_next_input_without_consuming(sockpair):

@@ -1,4 +1,4 @@
-"""oxsd.xenctrl: domain info, xsd_port parsing, the real backend's wiring and open_backend."""
+"""oxsd.xenctrl and oxsd.hypervisor: domain info, xsd_port parsing, the real backend's wiring, oxsd.backend.open_backend."""
 from __future__ import annotations
 
 import ctypes
@@ -8,7 +8,7 @@ from unittest import mock
 
 import pytest
 
-from oxsd import xenctrl
+from oxsd import backend, xenctrl
 from oxsd.xenctrl import DomainInfo, Error, Libxenctrl, XenHypervisor
 
 
@@ -29,6 +29,7 @@ def test_domaininfo_decodes_dying_shutdown_and_code_from_flags():
     (b"5", 5), (b"+3", 3), (b"-2", -2), (b"1_000", 1000), (b"0x1F", 31), (b"0o17", 15),
     (b"0b101", 5), (b"0u12", 12), (b"-0x1", -1), (b"0x7fffffffffffffff", -1),
     (b"-4611686018427387904", -(1 << 62)), (b"4611686018427387903", (1 << 62) - 1),
+    (b"-0x4000000000000000", -(1 << 62)),  # min_int, as OCaml's int_of_string gives it
 ])
 def test_port_file_accepts_ocaml_int_syntax(raw, value):
     assert xenctrl.parse_port_file(raw) == value
@@ -153,20 +154,20 @@ def test_open_backend_without_xen_raises_error():
     with mock.patch.object(xenctrl.PrivcmdMapper, "open",
                            side_effect=FileNotFoundError(errno.ENOENT, "no privcmd")):
         with pytest.raises(Error) as ei:
-            xenctrl.open_backend(None)
+            backend.open_backend(None)
     assert ei.value.errno == errno.ENOENT
 
 
 def test_open_backend_with_sim_dir_gives_the_sim_backend(tmp_path):
     from oxsd.sim.hv import SimHypervisor
     (tmp_path / "domains").mkdir()
-    hv = xenctrl.open_backend(str(tmp_path), domid=0)
+    hv = backend.open_backend(str(tmp_path), domid=0)
     assert isinstance(hv, SimHypervisor) and isinstance(hv, xenctrl.Hypervisor)
 
 
 def test_open_backend_on_a_non_sim_dir_fails_like_interface_open(tmp_path):
     with pytest.raises(Error) as ei:
-        xenctrl.open_backend(str(tmp_path))
+        backend.open_backend(str(tmp_path))
     assert ei.value.errno == errno.ENOENT
 
 
