@@ -112,6 +112,8 @@ class Settings:
     pid_file: str = "/var/run/xen/xenstored.pid"
     xenstored_kva: str = ""
     xenstored_port: str = ""
+    # oxsd: "4.17" (oxenstored 4.17's wire protocol) or "4.22" (oxsd.protocol_level).
+    protocol_level: str = "4.17"
 
     @classmethod
     def load(cls, path: str, strict: bool = False, stderr: Optional[TextIO] = None) -> "Settings":
@@ -307,11 +309,27 @@ _Conv = Callable[[str], object]
 _SPEC: Dict[str, Tuple[str, _Conv]] = {}
 
 
+PROTOCOL_LEVELS = ("4.17", "4.22")  # oxsd.protocol_level, docs/protocol-4.22.md
+
+
+class UnknownProtocolLevel(ValueError):
+    def ocaml_str(self) -> str:
+        return f'Failure("protocol-level: {self.args[0]} is none of {", ".join(PROTOCOL_LEVELS)}")'
+
+
+def check_protocol_level(value: str) -> str:
+    """The `protocol-level` value converter (also for --protocol-level)."""
+    if value not in PROTOCOL_LEVELS:
+        raise UnknownProtocolLevel(value)
+    return value
+
+
 def _build_spec() -> None:
     special: Dict[str, _Conv] = {
         "xenstored_log_level": check_log_level,
         "xenstored_log_file": check_log_destination,
         "access_log_file": check_log_destination,
+        "protocol_level": check_protocol_level,
     }
     by_type: Dict[str, _Conv] = {"bool": bool_of_string, "int": int_of_string,
                                  "float": float_of_string, "str": str}

@@ -77,7 +77,8 @@ class BoundedPipe(Generic[T]):
 class Watch:
     """A registered watch; `path` is kept exactly as the client sent it (latin-1 str)."""
 
-    __slots__ = ("con", "token", "path", "base", "is_relative", "pending_watchevents")
+    __slots__ = ("con", "token", "path", "base", "is_relative", "pending_watchevents",
+                 "depth", "max_components")
 
     def __init__(self, con: "Connection", path: str, token: bytes, base: str,
                  pipe: Optional[BoundedPipe[Packet]] = None) -> None:
@@ -89,10 +90,15 @@ class Watch:
         if pipe is None:
             pipe = BoundedPipe(con.settings.quota_maxwatchevents, con.xb.queue)
         self.pending_watchevents = pipe
+        # Protocol level 4.22 WATCH <depth> (oxsd.protocol_level); None: no limit.
+        self.depth: Optional[int] = None
+        self.max_components: Optional[int] = None
 
     def with_path(self, path: str) -> "Watch":
         """The same watch (same pipe) reporting another event path."""
-        return Watch(self.con, path, self.token, self.base, self.pending_watchevents)
+        w = Watch(self.con, path, self.token, self.base, self.pending_watchevents)
+        w.depth, w.max_components = self.depth, self.max_components
+        return w
 
     def flush_events(self) -> bool:
         self.pending_watchevents.flush()
@@ -263,9 +269,9 @@ class Connection:
     def get_watches(self, apath: str) -> List[Watch]:
         return self.watches.get(apath, [])
 
-    def add_watch(self, path: str, apath: str, token: bytes) -> Watch:
+    def add_watch(self, path: str, apath: str, token: bytes, check_quota: bool = True) -> Watch:
         s = self.settings
-        if (s.quota_activate and s.quota_maxwatch > 0 and not self.is_dom0()
+        if (check_quota and s.quota_activate and s.quota_maxwatch > 0 and not self.is_dom0()
                 and self.nb_watches > s.quota_maxwatch):
             raise Quota.LimitReached()
         lst = self.watches.get(apath, [])

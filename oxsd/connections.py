@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 
 from . import perms as Perms
 from .connection import Connection, Watch
@@ -63,6 +63,8 @@ class Connections:
         # instead of mapping over every watch of every connection.
         self.watch_keys: Dict[Connection, Dict[Tuple[str, ...], int]] = {}
         self.anon_id_next = 1
+        # Protocol level 4.22 (oxsd.protocol_level): called with each new domain connection.
+        self.on_new_domain: Optional[Callable[[Connection], None]] = None
 
     # -- adding and removing -----------------------------------------
     def _new_xb_fd(self, sock):
@@ -89,6 +91,8 @@ class Connections:
         self.ports[dom.get_local_port()] = con
         active, domid = self.active, dom.id
         xb.on_activity = lambda: active.__setitem__(domid, con)
+        if self.on_new_domain is not None:
+            self.on_new_domain(con)
         return con
 
     def find(self, fd: int) -> Connection:
@@ -156,10 +160,11 @@ class Connections:
         return out
 
     # -- watches -----------------------------------------------------
-    def add_watch(self, con: Connection, path: str, token: bytes) -> Watch:
+    def add_watch(self, con: Connection, path: str, token: bytes,
+                  check_quota: bool = True) -> Watch:
         apath = con.get_watch_path(path)
         key = key_of_str(apath)  # fails early on an invalid path
-        watch = con.add_watch(path, apath, token)
+        watch = con.add_watch(path, apath, token, check_quota)
         existing = self.watches.find(key) if self.watches.mem(key) else []
         self.watches = self.watches.set(key, [watch] + existing)
         keys = self.watch_keys.setdefault(con, {})
@@ -294,6 +299,9 @@ def fire_single_watch(source: Connection, roots, watch: Watch) -> None:
 
 
 def fire_watch_with_path(source: Connection, roots, watch: Watch, path: str) -> None:
+    limit = watch.max_components
+    if limit is not None and (path.count("/") if path != "/" else 0) > limit:
+        return  # deeper than the watch's <depth> (protocol level 4.22)
     if watch.is_relative and path[0] == "/":
         path = path[len(watch.base):]
     fire_single_watch(source, roots, watch.with_path(path))

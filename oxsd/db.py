@@ -76,8 +76,8 @@ import socket
 import stat
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import (TYPE_CHECKING, BinaryIO, Callable, Dict, Iterable, List, Optional, Set,
-                    Tuple)
+from typing import (TYPE_CHECKING, BinaryIO, Callable, Dict, Iterable, List, Optional,
+                    Sequence, Set, Tuple)
 
 from . import perms as Perms
 from .connections import hashtbl_order
@@ -179,8 +179,11 @@ def _keep_on_exec(fd: int) -> None:
 
 
 def to_lines(store: "Store", cons: "Connections", listen_sock: Optional[socket.socket],
-             eventchn: Optional["Event"], with_transactions: bool = False) -> List[str]:
-    """The dump, line by line (each ends with a newline); `transaction` lines only if asked."""
+             eventchn: Optional["Event"], with_transactions: bool = False,
+             extra_lines: Sequence[str] = ()) -> List[str]:
+    """The dump, line by line (each ends with a newline); `transaction` lines only if asked.
+
+    `extra_lines` (protocol level 4.22's records, ProtocolLevel.dump_lines) come last."""
     lines = [DUMP_FORMAT_HEADER + "\n"]
     if listen_sock is None:
         lines.append("global,-1\n")
@@ -208,13 +211,15 @@ def to_lines(store: "Store", cons: "Connections", listen_sock: Optional[socket.s
         # After the store: a restore replays them on the complete tree.
         for con in _hash_order(cons.domains) + _hash_order(cons.anonymous):
             lines.extend(dump_transactions(con))
+    lines.extend(extra_lines)
     return lines
 
 
 def to_bytes(store: "Store", cons: "Connections", listen_sock: Optional[socket.socket],
-             eventchn: Optional["Event"], with_transactions: bool = False) -> bytes:
+             eventchn: Optional["Event"], with_transactions: bool = False,
+             extra_lines: Sequence[str] = ()) -> bytes:
     return "".join(to_lines(store, cons, listen_sock, eventchn,
-                            with_transactions)).encode("ascii")
+                            with_transactions, extra_lines)).encode("ascii")
 
 
 def to_channel(store: "Store", cons: "Connections", listen_sock: Optional[socket.socket],
@@ -225,9 +230,10 @@ def to_channel(store: "Store", cons: "Connections", listen_sock: Optional[socket
 
 
 def to_file(store: "Store", cons: "Connections", listen_sock: Optional[socket.socket],
-            eventchn: Optional["Event"], path: str, with_transactions: bool = False) -> None:
+            eventchn: Optional["Event"], path: str, with_transactions: bool = False,
+            extra_lines: Sequence[str] = ()) -> None:
     """DB.to_file: mode 0600 when created, truncated, written in place (not atomic)."""
-    data = to_bytes(store, cons, listen_sock, eventchn, with_transactions)
+    data = to_bytes(store, cons, listen_sock, eventchn, with_transactions, extra_lines)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         view = memoryview(data)
@@ -280,7 +286,8 @@ def from_channel_f(data: bytes, global_f: Callable[[str], None],
                    domain_f: Callable[[int, int, int, Optional[int]], None],
                    watch_f: Callable[[int, bytes, bytes], None],
                    store_f: Callable[[Path, Perms.Node, bytes], None],
-                   transaction_f: Optional[TransactionF] = None) -> None:
+                   transaction_f: Optional[TransactionF] = None,
+                   extra_f: Optional[Callable[[List[str]], bool]] = None) -> None:
     """Split the dump into records and hand each to its function; bad lines are skipped.
 
     `transaction_f(ident, tid, next_tid, operations)` gets oxsd's `transaction`
@@ -318,6 +325,8 @@ def from_channel_f(data: bytes, global_f: Callable[[str], None],
             elif kind == TRANSACTION_RECORD and n == 5 and transaction_f is not None:
                 transaction_f(int_of_string(fields[1]), int_of_string(fields[2]),
                               int_of_string(fields[3]), _operations_of_hex(fields[4]))
+            elif extra_f is not None and extra_f(fields):
+                pass  # a protocol level 4.22 record (ProtocolLevel.restore_line)
             else:
                 log.warning("restoring: ignoring unknown line: %s", line)
         except Exception as exn:
@@ -455,7 +464,8 @@ class _Loader:
 def from_channel(store: "Store", cons: "Connections",
                  domains_init: Callable[["Event"], "Domains"],
                  hv: Optional["Hypervisor"], data: bytes,
-                 owned: Optional[Dict[int, socket.socket]] = None) -> Restored:
+                 owned: Optional[Dict[int, socket.socket]] = None,
+                 restore_extra: Optional[Callable[[List[str], Callable], bool]] = None) -> Restored:
     """DB.from_channel: rebuild connections, watches and the tree from a dump.
 
     `domains_init(event)` makes the domain registry; `hv` opens event-channel
@@ -466,8 +476,10 @@ def from_channel(store: "Store", cons: "Connections",
     """
     load = _Loader(cons, store.get_ops(Perms.Connection.full_rights), domains_init, hv,
                    dict(owned or {}))
+    extra_f = (None if restore_extra is None
+               else (lambda fields: restore_extra(fields, load.get_con)))
     from_channel_f(data, load.global_f, load.evtchn_f, load.socket_f, load.domain_f,
-                   load.watch_f, load.store_f, load.transaction_f)
+                   load.watch_f, load.store_f, load.transaction_f, extra_f)
     load.require_doms()
     load.restored.adopted_fds = load.in_use
     return load.restored
@@ -475,12 +487,13 @@ def from_channel(store: "Store", cons: "Connections",
 
 def from_file(store: "Store", cons: "Connections",
               domains_init: Callable[["Event"], "Domains"], hv: Optional["Hypervisor"],
-              path: str, owned: Optional[Dict[int, socket.socket]] = None) -> Restored:
+              path: str, owned: Optional[Dict[int, socket.socket]] = None,
+              restore_extra: Optional[Callable[[List[str], Callable], bool]] = None) -> Restored:
     """DB.from_file."""
     log.info("Loading xenstore dump from %s", path)
     with open(path, "rb") as f:
         data = f.read()
-    return from_channel(store, cons, domains_init, hv, data, owned)
+    return from_channel(store, cons, domains_init, hv, data, owned, restore_extra)
 
 
 def dumped_fds(data: bytes) -> Iterable[Tuple[str, int]]:

@@ -34,7 +34,7 @@ __all__ = [
     "domid_self", "xenstore_payload_max", "xenstore_rel_path_max",
     "NotADirectory", "NotAValue", "AlreadyExist", "DoesntExist", "LookupDoesntExist",
     "InvalidPath", "PermissionDenied", "UnknownOperation",
-    "QuotaLimitReached", "DataTooBig", "TransactionOpened",
+    "QuotaLimitReached", "DataTooBig", "TransactionOpened", "NoSpace", "Busy",
     "NotFound", "InvalidArgument", "Failure", "IntOfStringFailure",
 ]
 
@@ -98,6 +98,14 @@ class DataTooBig(Exception):
 
 class TransactionOpened(Exception):
     """Quota.Transaction_opened (too many open transactions): EQUOTA."""
+
+
+class Busy(Exception):
+    """EBUSY: XS_SET_FEATURE after the domain's INTRODUCE (protocol level 4.22)."""
+
+
+class NoSpace(Exception):
+    """A per-domain quota of protocol level 4.22 (XS_SET_QUOTA) is reached: ENOSPC, as C xenstored."""
 
 
 class NotFound(KeyError):

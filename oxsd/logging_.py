@@ -55,7 +55,7 @@ from .config import LOG_LEVELS, UnknownLevel
 from .define import xenstored_major, xenstored_minor
 from .printexc import ocaml_exn_str
 from .utils import ocaml_escaped
-from .xb.op import Op
+from .xb.op import NEWER_OPS, Op
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import Settings
@@ -423,6 +423,8 @@ def _type_fields() -> Tuple[str, ...]:
         Op.RESET_WATCHES: "reset watches", Op.SET_TARGET: "settarget",
         Op.ERROR: "error    ", Op.WATCH_EVENT: "w event  ", Op.INVALID: "invalid  ",
     }
+    # 4.17's op.ml decodes these as Invalid: its access log says so.
+    names.update({op: "invalid  " for op in NEWER_OPS})
     return tuple(names[Op(i)] for i in range(len(Op)))
 
 

@@ -21,6 +21,10 @@ oxsd/sim/layout.py).  Like the original's compatibility options `--pid-file` and
 stays byte-identical to oxenstored's.  Only the flag selects the
 simulation; no environment variable does.
 
+`--protocol-level 4.17|4.22` (also undocumented in the usage) overrides the
+`protocol-level` config key (docs/protocol-4.22.md); another value is
+refused as `Arg.Symbol` refuses it (exit 2).
+
 `parse_argv(argv)` is the same parser raising `ArgHelp`/`ArgBad` (carrying
 the text to print) instead of exiting.
 """
@@ -55,6 +59,7 @@ class CmdLine:
     disable_socket: bool = False
     config_test: bool = False
     sim: Optional[str] = None
+    protocol_level: Optional[str] = None  # --protocol-level: overrides the config key
 
     def config_filename(self) -> str:
         return get_config_filename(self.config_file)
@@ -102,8 +107,10 @@ _SPECS: Tuple[Tuple[str, str, str, object, str], ...] = (
     ("--disable-socket", _FLAG, "disable_socket", True, "Disable socket"),
     ("--help", _FLAG, "help", True, "Display this list of options"),
     ("--sim", _STRING, "sim", None, ""),
+    ("--protocol-level", _STRING, "protocol_level", None, ""),
 )
 _BY_NAME: Dict[str, Tuple[str, str, str, object, str]] = {s[0]: s for s in _SPECS}
+PROTOCOL_LEVELS = ("4.17", "4.22")  # oxsd.protocol_level.LEVELS
 
 
 def usage_string() -> str:
@@ -162,6 +169,10 @@ def parse_argv(argv: Sequence[str]) -> CmdLine:
         if isinstance(value, str) or value is None:
             value = value or None  # Set_string to "" means "not given"
         setattr(cf, field, value)
+    if cf.protocol_level is not None and cf.protocol_level not in PROTOCOL_LEVELS:
+        # as OCaml's Arg.Symbol says it
+        raise ArgBad(_error_text(progname, f"wrong argument '{cf.protocol_level}'; option "
+                                 f"'--protocol-level' expects one of: {' '.join(PROTOCOL_LEVELS)}"))
     if values.get("help"):
         if cf.live_reload:
             cf.config_test = True

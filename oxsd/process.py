@@ -28,7 +28,7 @@ from .packet import Ack, Error, Reply, Request, Response, response_equal
 from .stats import SAMPLE, STATS_COMMAND, DaemonStats, snapshot_json
 from .store import Path
 from .transaction import Transaction
-from .xb.op import Op
+from .xb.op import NEWER_OPS, Op
 from .xb.xb import BadConnection, Reconnect
 
 if TYPE_CHECKING:
@@ -74,6 +74,8 @@ _ERRORS: Tuple[Tuple[type, str], ...] = (
     (Quota.LimitReached, "EQUOTA"),
     (Quota.DataTooBig, "E2BIG"),
     (Quota.TransactionOpened, "EQUOTA"),
+    (Define.NoSpace, "ENOSPC"),
+    (Define.Busy, "EBUSY"),
     (Define.UnknownOperation, "ENOSYS"),
 )
 _HANDLED = tuple(cls for cls, _ in _ERRORS)
@@ -125,6 +127,9 @@ class Process:
         self.stats = DaemonStats()
         # The id-0 transaction every request outside a transaction runs in (_process_direct).
         self._direct = txreg.make(0, store, internal=True)
+        # Protocol level 4.22 (a protocol_level.ProtocolLevel, set by its install(); not
+        # imported here: it imports this module); None at level 4.17.
+        self.protocol = None
         self._simple: Dict[Op, Tuple[int, Callable]] = {
             Op.DIRECTORY: (DATA, self.do_directory),
             Op.READ: (DATA, self.do_read),
@@ -153,6 +158,8 @@ class Process:
             Op.WATCH_EVENT: (ACK, self.do_error),
             Op.ERROR: (ACK, self.do_error),
         })
+        # Unknown to 4.17's op.ml: handled as INVALID unless protocol level 4.22 says otherwise.
+        self._table.update({op: (ACK, self.do_error) for op in NEWER_OPS})
 
     # -- helpers --------------------------------------------------------
     def split_one_path(self, data: bytes, con: Connection) -> Path:
@@ -373,7 +380,7 @@ class Process:
             try:
                 dom = doms.create(domid, mfn, remote_port=remote_port)
                 self.cons.add_domain(dom)
-                self.cons.fire_spec_watches(t.get_root(), Path.introduce_domain)
+                self.fire_spec_watches(t.get_root(), Path.introduce_domain, [domid])
             except Exception as exn:
                 raise InvalidCmdArgs() from exn
         if dom.get_remote_port() != remote_port or dom.get_mfn() != mfn:
@@ -394,7 +401,14 @@ class Process:
         t.get_store().reset_permissions(domid)
         if not fire:
             raise InvalidCmdArgs()
-        self.cons.fire_spec_watches(t.get_root(), Path.release_domain)
+        self.fire_spec_watches(t.get_root(), Path.release_domain, [domid])
+
+    def fire_spec_watches(self, root, specpath: str, domids: List[int]) -> None:
+        """Fire `specpath` for `domids`: plain at level 4.17, with `<spec>/<domid>` at 4.22."""
+        if self.protocol is None:
+            self.cons.fire_spec_watches(root, specpath)
+        else:
+            self.protocol.fire_spec_watches(root, specpath, domids)
 
     def do_resume(self, con: Connection, t: Transaction, data: bytes) -> None:
         if not con.is_dom0():
@@ -408,7 +422,11 @@ class Process:
     # -- transactions ---------------------------------------------------
     def start_transaction(self, con: Connection, store: "Store") -> int:
         s = self.settings
-        if (s.quota_transaction > 0 and not con.is_dom0()
+        limit = None if self.protocol is None else self.protocol.domain_limit(con, "transactions")
+        if limit is not None:  # a per-domain quota (level 4.22): C xenstored's check
+            if limit and len(con.transactions) >= limit:
+                raise Define.NoSpace()
+        elif (s.quota_transaction > 0 and not con.is_dom0()
                 and len(con.transactions) > s.quota_transaction):
             raise Quota.TransactionOpened()
         tid = con.valid_transaction_id(con.next_tid)
@@ -709,9 +727,15 @@ class Process:
             log.error("caught exception %s", exn)
             log.error("got a bad client %-8s", con.domstr)
             con.mark_as_bad()
+            if self.protocol is not None:
+                self.protocol.on_bad_connection(con)
             return
         if packet is None:
-            return
+            if self.protocol is None:
+                return
+            packet = self.protocol.complete_empty_packet(con)
+            if packet is None:
+                return
         if self.trace is not None:
             self.trace.packet_in(con, packet)
         # oxsd-top's counters (stats.py): two additions per request; one request

@@ -43,22 +43,28 @@ log = logging.getLogger("oxsd.quota")
 class Quota:
     """maxent/maxsize limits and the current count per domid (immutable)."""
 
-    __slots__ = ("maxent", "maxsize", "activate", "cur")
+    __slots__ = ("maxent", "maxsize", "activate", "cur", "limits")
 
     def __init__(self, maxent: int, maxsize: int, activate: bool = True,
-                 cur: Optional[Mapping[int, int]] = None) -> None:
+                 cur: Optional[Mapping[int, int]] = None, limits=None) -> None:
         self.maxent = maxent
         self.maxsize = maxsize
         self.activate = activate
         self.cur: PMap = (cur if isinstance(cur, PMap) else
                           PMap.EMPTY if cur is None else PMap.of_dict(cur))
+        # Protocol level 4.22 per-domain quotas (protocol_level.DomainQuotas), shared
+        # by every copy; None at level 4.17.
+        self.limits = limits
 
     @staticmethod
     def create(settings: "Settings") -> "Quota":
         return Quota(settings.quota_maxentity, settings.quota_maxsize, settings.quota_activate)
 
     def _with(self, cur: PMap) -> "Quota":
-        return Quota(self.maxent, self.maxsize, self.activate, cur)
+        return Quota(self.maxent, self.maxsize, self.activate, cur, self.limits)
+
+    def with_limits(self, limits) -> "Quota":
+        return Quota(self.maxent, self.maxsize, self.activate, self.cur, limits)
 
     def to_string(self, domid: int) -> str:
         n = self.cur.get(domid)
@@ -79,6 +85,10 @@ class Quota:
         return self.cur.get(id, 0)
 
     def _check(self, id: int, size: int) -> None:
+        limits = self.limits
+        if limits is not None and id > 0 and limits.applies(id):
+            limits.check_node(self, id, size)
+            return
         if size > self.maxsize:
             log.warning("domain %s err create entry: data too big %d", format_u(id), size)
             raise DataTooBig()

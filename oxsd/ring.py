@@ -290,6 +290,11 @@ class Ring:
     def get_server_features(self) -> int:
         return self.field(SERVER_FEATURES)
 
+    def set_error(self, error: int) -> None:
+        """Write the connection error indicator (protocol level 4.22, XENSTORE_SERVER_FEATURE_ERROR)."""
+        with memoryview(self._buf) as page, page.cast("I") as idx:
+            idx[_I + ERROR] = error & _MASK32
+
     def reconnect(self) -> None:
         """Reset the page after a reconnect request (ml_interface_close; Xs_ring.close).
 

@@ -331,7 +331,7 @@ class Scheduler:
         for domid in dead:
             self.cons.del_domain(domid)
         if dead or notify:
-            self.cons.fire_spec_watches(self.store.get_root(), Path.release_domain)
+            self.process.fire_spec_watches(self.store.get_root(), Path.release_domain, dead)
 
     # -- connections --------------------------------------------------------
     def _drop_socket(self, con: "Connection") -> None:

@@ -97,6 +97,9 @@ def load_settings(cf: CmdLine) -> Settings:
     settings = Settings.load(conf) if os.path.exists(conf) else Settings()
     if cf.sim:
         apply_sim_defaults(settings, cf.sim)
+    if cf.protocol_level is not None:
+        from .protocol_level import check_level
+        settings.protocol_level = check_level(cf.protocol_level)
     return settings
 
 
@@ -264,6 +267,9 @@ def build_daemon(cf: CmdLine, settings: Settings, listen_sock: Optional[socket.s
                       live_update=live_update)
     if settings.persistent:  # Disk.write after each committed transaction with writes
         process.disk_write = Disk.write
+    if settings.protocol_level != "4.17":
+        from .protocol_level import install
+        install(process)
     loop: List[Scheduler] = []  # the scheduler, once built (conflict-pause callback)
     from .domains import Domains
     from .event import Event
@@ -280,7 +286,8 @@ def build_daemon(cf: CmdLine, settings: Settings, listen_sock: Optional[socket.s
     if cf.restart and os.path.exists(db_path):
         # A dumped fd number that is our fresh socket reuses that object.
         owned = {listen_sock.fileno(): listen_sock} if listen_sock is not None else None
-        restored = DB.from_file(store, cons, domains_init, hv, db_path, owned)
+        restored = DB.from_file(store, cons, domains_init, hv, db_path, owned,
+                                process.protocol.restore_line if process.protocol else None)
         if listen_sock is not None and restored.listen_sock is not listen_sock:
             spare.append(listen_sock)  # the fresh socket stays open, unused [quirk]
         # The dumped socket replaces the fresh one; without a valid one there
@@ -333,8 +340,10 @@ def _sigusr1(store: Store) -> None:
 def dump_db(daemon: "Daemon", with_socket: bool = True, with_transactions: bool = False) -> None:
     from . import db as DB
     sched = daemon.scheduler
+    protocol = daemon.process.protocol
     DB.to_file(daemon.store, daemon.cons, sched.listen_sock if with_socket else None,
-               sched.event, Paths.xs_daemon_database(), with_transactions)
+               sched.event, Paths.xs_daemon_database(), with_transactions,
+               protocol.dump_lines() if protocol is not None else ())
 
 
 def run(daemon: "Daemon", cf: CmdLine) -> bool:

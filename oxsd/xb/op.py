@@ -1,8 +1,11 @@
 """XenStore operation codes (port of libs/xb/op.ml).
 
-Codes 0..21 come from xs_wire.h.  Code 20 (the removed XS_RESTRICT) is the
-internal INVALID op, and so is every code outside 0..21: such requests get
-ENOSYS instead of closing the connection.
+Codes 0..26 come from xs_wire.h.  Code 20 (the removed XS_RESTRICT) is the
+internal INVALID op, and so is every code outside 0..26: such requests get
+ENOSYS instead of closing the connection.  Codes 22..26 (DIRECTORY_PART ..
+SET_QUOTA) are newer than 4.17's op.ml: at protocol level 4.17 they are
+handled, logged and answered exactly as INVALID (ENOSYS); only protocol
+level 4.22 (oxsd.protocol_level) gives them handlers.
 """
 from __future__ import annotations
 
@@ -32,17 +35,25 @@ class Op(enum.IntEnum):
     SET_TARGET = 19
     INVALID = 20
     RESET_WATCHES = 21
+    DIRECTORY_PART = 22
+    GET_FEATURE = 23
+    SET_FEATURE = 24
+    GET_QUOTA = 25
+    SET_QUOTA = 26
 
     def to_string(self) -> str:
         """The name Op.to_string gives (used in CONTROL output and logs)."""
         return self.name
 
 
-_BY_CVAL: tuple[Op, ...] = tuple(Op(i) for i in range(22))
+# The ops that 4.17's op.ml does not know (INVALID there).
+NEWER_OPS = (Op.DIRECTORY_PART, Op.GET_FEATURE, Op.SET_FEATURE, Op.GET_QUOTA, Op.SET_QUOTA)
+
+_BY_CVAL: tuple[Op, ...] = tuple(Op(i) for i in range(27))
 
 
 def of_cval(code: int) -> Op:
     """Map a wire type to an op; anything unknown is INVALID."""
-    if 0 <= code < 22:
+    if 0 <= code < 27:
         return _BY_CVAL[code]
     return Op.INVALID

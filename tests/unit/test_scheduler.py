@@ -134,6 +134,9 @@ class FakeProcess:
         self.txreg = type("TxReg", (), {"failed_commits": 0, "failed_commits_no_culprit": 0,
                                         "reset_conflict_stats": lambda self: None})()
 
+    def fire_spec_watches(self, root, specpath: str, domids) -> None:
+        self.cons.fire_spec_watches(root, specpath)
+
     def do_input(self, con: FakeCon) -> None:
         self.calls.append(("in", con.dom.id))
         if con.input_finds_work:
@@ -244,6 +247,7 @@ def env():
     hv.read_port_file = lambda path: 1
     hv.map_file = lambda path: bytearray(4096)
     cons, process, store, history, clock = FakeCons(), FakeProcess(), FakeStore(), FakeHistory(), Clock()
+    process.cons = cons
     sched = Scheduler(store=store, cons=cons, doms=None, process=process, settings=settings,
                       history=history, listen_sock=None, event=event, poll_evtchn=False,
                       clock=clock)
