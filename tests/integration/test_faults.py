@@ -35,8 +35,9 @@ from pathlib import Path
 
 import pytest
 
-from oxsd.diff.daemons import DaemonSettings, make_scratch
+from oxsd.diff.daemons import DaemonError, DaemonSettings, make_scratch, start_daemon
 from oxsd.diff.wire import op_code
+from support.patching import patch_oxsd_daemons
 
 KINDS = ("ocaml", "oxsd")
 WAIT = 15.0
@@ -168,3 +169,162 @@ def test_full_access_log_filesystem(start, logdir, kind):
     assert said == [f"cannot write the access log {logdir}/xenstored-access.log: No space "
                     "left on device; its lines are dropped until it can be written again"]
     assert len(back) == 1 and int(back[0]) > 0
+
+
+# -- the DB dump: full or read-only directory, SIGKILL in the middle ----------------------
+
+@pytest.fixture
+def launch():
+    """Factory: launch(kind, settings=None, db=None) -> a running Daemon whose run dir
+    holds `db` (bytes) as its dump before it starts.  Stopped and removed at teardown."""
+    started = []
+
+    def _launch(kind, settings=None, db=None):
+        scratch = make_scratch(f"oxf-{kind[:2]}-")
+        started.append([scratch, None])
+        if db is not None:
+            rundir = scratch / "run" / "xenstored"
+            rundir.mkdir(parents=True)
+            (rundir / "db").write_bytes(db)
+        try:
+            daemon = start_daemon(kind, scratch, settings=settings)
+        except DaemonError as e:
+            pytest.fail(f"cannot start the {kind} daemon: {e}", pytrace=False)
+        started[-1][1] = daemon
+        return daemon
+
+    yield _launch
+    for scratch, daemon in started:
+        if daemon is not None:
+            daemon.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+class Holder:
+    """A process in `pid`'s mount namespace that ran `script` there (mounts), then waits on
+    its stdin: the namespace and its mounts outlive the daemon until `close()`."""
+
+    def __init__(self, pid: int, script: str, directory: str) -> None:
+        self.proc = subprocess.Popen(
+            ["nsenter", "-t", str(pid), "-m", "sh", "-c", f"{script} && echo ready && exec cat",
+             directory], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        ready = self.proc.stdout.readline()  # bounded: sh exits if a mount fails
+        assert ready == "ready\n", f"cannot prepare {directory} in the daemon's namespace"
+        self.view = in_namespace(self.proc.pid, directory)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(WAIT)
+
+
+FULL = 'mount -t tmpfs -o size=64k tmpfs "$0"'
+READ_ONLY = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0"'
+
+
+def dump_dir(daemon) -> str:
+    """The dump's directory as the daemon sees it (the reference has SCRATCH/run on /run)."""
+    return "/run/xenstored" if daemon.kind == "ocaml" else str(daemon.db_path.parent)
+
+
+def previous_dump(launch, kind: str) -> bytes:
+    """The dump a first daemon leaves at SIGTERM, holding /data/first = one."""
+    first = launch(kind)
+    assert socket_write_value(first, b"/data/first", b"one")
+    assert first.stop(WAIT) == 0
+    return first.db_path.read_bytes()
+
+
+def socket_write_value(daemon, path: bytes, value: bytes) -> bool:
+    with daemon.connect() as conn:
+        return conn.request(WRITE, path + b"\0" + value, timeout=5).payload == b"OK\0"
+
+
+def grow(daemon, nodes: int = 40, size: int = 1000) -> None:
+    """Nodes enough that the next dump needs more room than the previous one."""
+    with daemon.connect() as conn:
+        for i in range(nodes):
+            reply = conn.request(WRITE, b"/data/big/%d\0" % i + b"x" * size, timeout=5)
+            assert reply.payload == b"OK\0", reply
+
+
+def restores_first(launch, dump: bytes) -> bool:
+    """`--restart` from `dump` (a fresh oxsd) gives back /data/first."""
+    restored = launch("oxsd", DaemonSettings(extra_args=["--restart"]), db=dump)
+    assert "Live reload: database loaded" in restored.xenstored_log()
+    return read_node(restored, b"/data/first") == b"one"
+
+
+@pytest.mark.parametrize("fault", ["full", "read-only"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_sigterm_dump_into_a_full_or_read_only_directory(launch, kind, fault):
+    """The dump at SIGTERM cannot be written.  Both daemons log the error and exit 0.
+    Read-only: the previous dump stays on both.  Full: the original has already
+    truncated it (no dump left); oxsd's previous dump stays and restores the store."""
+    prev = previous_dump(launch, kind)
+    daemon = launch(kind, db=prev)
+    grow(daemon)
+    assert daemon.db_path.read_bytes() == prev  # a plain start does not touch it
+    holder = Holder(daemon.pid, FULL if fault == "full" else READ_ONLY, dump_dir(daemon))
+    try:
+        if fault == "full":
+            (holder.view / "db").write_bytes(prev)
+            fill(holder.view)
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert daemon.proc.wait(WAIT) == 0
+        left = (holder.view / "db").read_bytes()
+        leftovers = sorted(p.name for p in holder.view.iterdir())
+    finally:
+        holder.close()
+    reason = "No space left on device" if fault == "full" else "Read-only file system"
+    log = daemon.xenstored_log()
+    # the same line on both: an OCaml channel error (oxsd names the dump it replaces)
+    assert re.search(rf'\|error\|xenstored\] caught exception Sys_error\("(\S+/db: )?{reason}"\)',
+                     log), log
+    if kind == "ocaml" and fault == "full":
+        assert left != prev and not left.endswith(b"\n")  # truncated, cut: unreadable
+        return
+    assert left == prev
+    assert "db.tmp" not in leftovers
+    assert restores_first(launch, left)
+
+
+CUT_DUMP = """
+    import os, time
+    _write = os.write
+    _marker = os.environ["XENSTORED_RUNDIR"] + "/../dump-cut"
+    def _cut_write(fd, data):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            target = ""
+        if target.endswith(("/db", "/db.tmp")) and len(data) > 65536:
+            _write(fd, bytes(data[:len(data) // 2]))
+            open(_marker, "w").close()
+            while True:  # the test's SIGKILL ends it here, half written
+                time.sleep(60)
+        return _write(fd, data)
+    os.write = _cut_write
+"""
+
+
+def _killed_mid_dump(daemon) -> None:
+    marker = daemon.scratch / "run" / "dump-cut"
+    _wait_for(lambda: marker.exists() or not daemon.alive(), "the dump to be half written")
+    assert daemon.alive(), daemon.output_tail()
+    daemon.proc.kill()
+    assert daemon.proc.wait(WAIT) == -signal.SIGKILL
+
+
+def test_sigkill_in_the_middle_of_the_sigterm_dump(launch, monkeypatch, tmp_path):
+    """oxsd killed with half its dump written (a test hook stops it there): the previous
+    dump is untouched and `--restart` from it restores the store."""
+    prev = previous_dump(launch, "oxsd")
+    patch_oxsd_daemons(monkeypatch, tmp_path, CUT_DUMP)
+    daemon = launch("oxsd", db=prev)
+    grow(daemon, nodes=100)  # a dump of more than 64 KiB (the hook cuts only those)
+    daemon.proc.send_signal(signal.SIGTERM)
+    _killed_mid_dump(daemon)
+    left = daemon.db_path.read_bytes()
+    assert left == prev
+    monkeypatch.delenv("PYTHONPATH")
+    assert restores_first(launch, left)
