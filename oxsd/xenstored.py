@@ -358,7 +358,14 @@ def run(daemon: "Daemon", cf: CmdLine) -> bool:
             if live or sched.quit:
                 carrying = live and live_update.carries_transactions(sched.cons)
                 # Don't start a live update if the state cannot be saved.
-                dump_db(daemon, with_transactions=carrying)
+                try:
+                    dump_db(daemon, with_transactions=carrying)
+                except OSError as exc:
+                    if sched.quit:
+                        raise  # SIGTERM: logged below, and the loop ends, as the original
+                    live_update.dump_failed(exn_to_string(exc))
+                    live = False
+                    continue
                 carry = carrying
                 sched.quit = True
         except Exception as exc:

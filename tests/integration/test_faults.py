@@ -36,7 +36,7 @@ from pathlib import Path
 import pytest
 
 from oxsd.diff.daemons import DaemonError, DaemonSettings, make_scratch, start_daemon
-from oxsd.diff.wire import op_code
+from oxsd.diff.wire import HEADER, op_code
 from support.patching import patch_oxsd_daemons
 
 KINDS = ("ocaml", "oxsd")
@@ -326,5 +326,90 @@ def test_sigkill_in_the_middle_of_the_sigterm_dump(launch, monkeypatch, tmp_path
     _killed_mid_dump(daemon)
     left = daemon.db_path.read_bytes()
     assert left == prev
-    monkeypatch.delenv("PYTHONPATH")
+    monkeypatch.undo()  # the daemon that restores runs unpatched
     assert restores_first(launch, left)
+
+
+# -- live update ------------------------------------------------------------------------
+
+CONTROL = op_code("CONTROL")
+LIVE_UPDATE_S = b"live-update\0-s\0-t\0" b"30\0"
+SAVE_FAILED = "Live update aborted: the state could not be saved: "
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_live_update_whose_dump_fails(launch, kind):
+    """The run dir is read-only when a live update is due.  The original keeps the update
+    pending and retries the dump on every loop iteration, logging the exception each time
+    (one line or more per request served), `-s` answering BUSY for ever.  oxsd gives the
+    update up once: one error line, `-s` answers the reason; both serve on."""
+    daemon = launch(kind)
+    holder = Holder(daemon.pid, READ_ONLY, dump_dir(daemon))
+    try:
+        with daemon.connect() as ctl:
+            assert ctl.request(CONTROL, LIVE_UPDATE_S, timeout=5).payload == b"BUSY"
+            assert [socket_write(daemon, i) for i in range(20)] == [True] * 20
+            second = ctl.request(CONTROL, LIVE_UPDATE_S, timeout=5).payload.decode()
+        log = daemon.xenstored_log()
+        assert daemon.alive() and read_node(daemon, b"/data/k19") == b"value-19"
+    finally:
+        daemon.stop(WAIT)
+        holder.close()
+    caught = log.count("|error|xenstored] caught exception Sys_error(")
+    if kind == "ocaml":
+        assert second == "BUSY" and caught >= 20 and SAVE_FAILED not in log
+        return
+    assert re.fullmatch(re.escape(SAVE_FAILED) + r'Sys_error\("\S+/db: Read-only file system"\)',
+                        second)
+    assert caught == 0 and log.count(SAVE_FAILED) == 1
+    assert "Launching" not in log
+
+
+def test_sigkill_in_the_middle_of_a_live_update_dump(launch, monkeypatch, tmp_path):
+    """oxsd killed with half the live update's dump written: the previous dump is untouched
+    and `--restart` from it restores the store."""
+    prev = previous_dump(launch, "oxsd")
+    patch_oxsd_daemons(monkeypatch, tmp_path, CUT_DUMP)
+    daemon = launch("oxsd", db=prev)
+    grow(daemon, nodes=100)
+    with daemon.connect() as ctl:
+        ctl.send_bytes(HEADER.pack(CONTROL, 1, 0, len(LIVE_UPDATE_S)) + LIVE_UPDATE_S)
+        _killed_mid_dump(daemon)
+    left = daemon.db_path.read_bytes()
+    assert left == prev
+    monkeypatch.undo()  # the daemon that restores runs unpatched
+    assert restores_first(launch, left)
+
+
+HOLD_RESTORE = """
+    import os, sys, time
+    import oxsd.db
+    _from_file = oxsd.db.from_file
+    def _held_from_file(*args, **kwargs):
+        if "--live" in sys.argv:  # the process the live update exec'd
+            open(os.environ["XENSTORED_RUNDIR"] + "/../restore-held", "w").close()
+            while True:  # the test's SIGKILL ends it here, before the restore
+                time.sleep(60)
+        return _from_file(*args, **kwargs)
+    oxsd.db.from_file = _held_from_file
+"""
+
+
+def test_sigkill_after_the_exec_of_a_live_update(launch, monkeypatch, tmp_path):
+    """oxsd killed in the new process of a live update, before it restored anything: the
+    dump the old one wrote is whole and `--restart` from it has every node written
+    before the update."""
+    patch_oxsd_daemons(monkeypatch, tmp_path, HOLD_RESTORE)
+    daemon = launch("oxsd")
+    assert socket_write_value(daemon, b"/data/first", b"one")
+    with daemon.connect() as ctl:
+        assert ctl.request(CONTROL, LIVE_UPDATE_S, timeout=5).payload == b"BUSY"
+        marker = daemon.scratch / "run" / "restore-held"
+        _wait_for(lambda: marker.exists() or not daemon.alive(), "the exec'd process")
+    assert daemon.alive(), daemon.output_tail()
+    daemon.proc.kill()
+    assert daemon.proc.wait(WAIT) == -signal.SIGKILL
+    dump = daemon.db_path.read_bytes()
+    assert dump.startswith(b"$xenstored-dump-format\n") and dump.endswith(b"\n")
+    monkeypatch.undo()  # the daemon that restores runs unpatched
+    assert restores_first(launch, dump)
