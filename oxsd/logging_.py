@@ -229,8 +229,10 @@ class FileLogger:
         log_rotate(self.path, self.nb_files)
         self.stop()
         self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-        self.post_rotate()
+        # Reset first: a failing hook must not make every next line rotate again (the
+        # original resets after it, so a failing dump rotates and dumps on every line).
         self.counter = 0
+        self.post_rotate()
 
     def write(self, s: str, level: int = logging.DEBUG) -> None:
         if self.nb_chars > 0 and len(s) > self.nb_chars - 1:

@@ -413,3 +413,34 @@ def test_sigkill_after_the_exec_of_a_live_update(launch, monkeypatch, tmp_path):
     assert dump.startswith(b"$xenstored-dump-format\n") and dump.endswith(b"\n")
     monkeypatch.undo()  # the daemon that restores runs unpatched
     assert restores_first(launch, dump)
+
+
+# -- the dump at an access-log rotation --------------------------------------------------
+
+ROTATION_FAILED = "access log rotated, but the state dump could not be written: "
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_access_log_rotation_whose_dump_fails(launch, kind):
+    """Each access-log rotation dumps the state; the run dir is read-only.  The original's
+    rotation counter is reset only after the dump, so from then on every line rotates
+    every file and tries a whole dump, silently: the 20 files keep the last 19 lines.
+    oxsd rotates every `access-log-nb-lines` lines as before and logs each failed dump."""
+    daemon = launch(kind, DaemonSettings(extra_conf=["access-log-nb-lines = 5"]))
+    holder = Holder(daemon.pid, READ_ONLY, dump_dir(daemon))
+    try:
+        assert [socket_write(daemon, i) for i in range(30)] == [True] * 30
+        lines = [p.read_text().count("\n") for p in daemon.rotated_access_logs()]
+        log = daemon.xenstored_log()
+    finally:
+        daemon.stop(WAIT)
+        holder.close()
+    rotated = lines[:-1]  # .N ... .1, then the current file
+    if kind == "ocaml":
+        assert rotated == [1] * 19 and lines[-1] == 0 and ROTATION_FAILED not in log
+        return
+    assert rotated and set(rotated) == {6}  # nb-lines + 1: the original's count, unchanged
+    assert len(rotated) < 19  # none fell off the end: every rotation is below
+    failures = re.findall(re.escape(ROTATION_FAILED) + r'Sys_error\("\S+/db: Read-only file '
+                          r'system"\)', log)
+    assert len(failures) == len(rotated)
