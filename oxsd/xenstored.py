@@ -185,8 +185,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"{argv[0] if argv else 'oxenstored'}: {e}", file=sys.stderr, flush=True)
         log.error("%s", e)
         return 2
-    except (DB.BadFormat, EOFError) as e:
-        # A dump without its header line is fatal, as the original's uncaught Bad_format.
+    except (DB.BadFormat, EOFError, OSError) as e:
+        # A dump without its header line, or a log file that cannot be opened, is fatal,
+        # as the original's uncaught Bad_format / Sys_error.
         from .logging_ import fallback_exception_handler
         fallback_exception_handler(e, e.__traceback__)
         return 2
@@ -207,7 +208,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     if cf.activate_access_log:
         # Rotating the access log also writes the state dump (the original's hook).
-        access_log = AccessLog(settings, True, post_rotate=lambda: _dump_at_rotation(daemon))
+        try:
+            access_log = AccessLog(settings, True, post_rotate=lambda: _dump_at_rotation(daemon))
+        except OSError as e:  # the original dies of the uncaught Sys_error (exit 2)
+            from .logging_ import fallback_exception_handler
+            fallback_exception_handler(e, e.__traceback__)
+            return 2
         daemon.set_access_log(access_log)
 
     Systemd.sd_notify_ready()

@@ -57,11 +57,11 @@ def _wait_for(predicate, what: str, timeout: float = WAIT):
         time.sleep(0.02)
 
 
-def private_tmpfs_prefix(mountpoint: Path, size: str = TMPFS_SIZE) -> list[str]:
+def private_tmpfs_prefix(mountpoint: Path, options: str = f"size={TMPFS_SIZE}") -> list[str]:
     """argv that runs the rest in a private mount namespace with a tmpfs at `mountpoint`
     (exec all the way: the daemon keeps the pid, so /proc/<pid>/root sees the tmpfs)."""
     return ["unshare", "-m", "--propagation", "private", "sh", "-c",
-            f'mount -t tmpfs -o size={size} tmpfs "$0" && exec "$@"', str(mountpoint)]
+            f'mount -t tmpfs -o {options} tmpfs "$0" && exec "$@"', str(mountpoint)]
 
 
 def in_namespace(pid: int, path: Path | str) -> Path:
@@ -171,10 +171,29 @@ def test_full_access_log_filesystem(start, logdir, kind):
     assert len(back) == 1 and int(back[0]) > 0
 
 
+@pytest.mark.parametrize("log", ["xenstored-log-file", "access-log-file"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_log_that_cannot_be_opened_at_start_up_is_fatal(ocaml_ref, clients, logdir,
+                                                         kind, log):
+    """A log file that cannot even be opened (read-only filesystem) is a start-up error
+    on both daemons: `Fatal exception: Sys_error("<file>: <reason>")`, exit 2 (oxsd
+    printed a Python traceback and exited 1)."""
+    scratch = make_scratch(f"oxf-{kind[:2]}-")
+    try:
+        with pytest.raises(DaemonError, match="exited with status 2") as failed:
+            start_daemon(kind, scratch, settings=DaemonSettings(
+                prefix=private_tmpfs_prefix(logdir, options="size=64k,ro"),
+                extra_conf=[f"{log} = {logdir}/x.log"]), timeout=WAIT)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    assert (f'Fatal exception: Sys_error("{logdir}/x.log: Read-only file system")'
+            in str(failed.value))
+
+
 # -- the DB dump: full or read-only directory, SIGKILL in the middle ----------------------
 
 @pytest.fixture
-def launch():
+def launch(ocaml_ref, clients):
     """Factory: launch(kind, settings=None, db=None) -> a running Daemon whose run dir
     holds `db` (bytes) as its dump before it starts.  Stopped and removed at teardown."""
     started = []
