@@ -199,6 +199,9 @@ def launch(ocaml_ref, clients):
     started = []
 
     def _launch(kind, settings=None, db=None):
+        settings = settings or DaemonSettings()
+        if not settings.prefix:  # its own mount namespace, for Holder's mounts (the
+            settings.prefix = PRIVATE_NAMESPACE  # reference's launcher makes its own)
         scratch = make_scratch(f"oxf-{kind[:2]}-")
         started.append([scratch, None])
         if db is not None:
@@ -224,6 +227,8 @@ class Holder:
     its stdin: the namespace and its mounts outlive the daemon until `close()`."""
 
     def __init__(self, pid: int, script: str, directory: str) -> None:
+        # Never mount in the host's namespace (a daemon started without a private one).
+        assert os.readlink(f"/proc/{pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
         self.proc = subprocess.Popen(
             ["nsenter", "-t", str(pid), "-m", "sh", "-c", f"{script} && echo ready && exec cat",
              directory], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -236,6 +241,7 @@ class Holder:
         self.proc.wait(WAIT)
 
 
+PRIVATE_NAMESPACE = ["unshare", "-m", "--propagation", "private"]
 FULL = 'mount -t tmpfs -o size=64k tmpfs "$0"'
 READ_ONLY = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0"'
 
