@@ -9,16 +9,24 @@ through `/proc/<pid>/root`, which resolves paths in the namespace of that proces
 `holder` process (`nsenter -m cat`, waiting on its stdin) keeps the namespace and its
 tmpfs alive after the daemon exited, to read what it left.
 
-What the original does, measured here (xenstored.ml, logging.ml at stable-4.17):
+What the original does, measured here (xenstored.ml, logging.ml at stable-4.17), and
+what oxsd does instead where it deliberately differs (docs/deviations.md):
 
 * xenstored log on a full filesystem: it dies (exit 2, `Fatal exception:
   Sys_error("No space left on device")`) at the first line it cannot write;
-  oxsd keeps serving and says so once on stderr (docs/deviations.md);
+  oxsd keeps serving and says so once on stderr, then how many lines it dropped;
 * access log on a full filesystem: both keep serving; the original says nothing,
   oxsd says so once in its xenstored log;
+* a log file that cannot be opened at start-up: fatal on both (exit 2, Sys_error);
 * the dump: the original truncates and rewrites `db` in place (`DB.to_file`), so a
-  dump that fails (full disk) or is cut (SIGKILL) leaves no readable dump; oxsd writes
-  a temporary file, fsyncs it and renames it over `db`: the previous dump stays.
+  dump into a full directory leaves no readable dump; oxsd writes a temporary file,
+  fsyncs it and renames it over `db`: the previous dump stays and `--restart` restores
+  it, also when SIGKILL cuts the dump (a test hook stops the daemon half-way, at
+  SIGTERM and at a live update) or hits the new process of a live update;
+* a read-only run dir: the previous dump stays on both; a live update then stays
+  pending on the original, which retries the dump and logs a backtrace on every loop
+  iteration, and an access-log rotation makes every later line rotate; oxsd gives the
+  update up once with the reason, and rotates as usual, logging the failed dump.
 
 Needs root and the reference kit (skipped with the reason otherwise, failing under
 CI=true).
