@@ -144,11 +144,11 @@ def test_full_xenstored_log_filesystem(start, logdir, kind):
     (tmpfs / "filler").unlink()
     assert socket_write(daemon, 200) is True
     again = re.compile(r"the xenstored log \S+ is written again; (\d+) lines were dropped")
-    log = (tmpfs / "xenstored.log").read_text()
+    log = _wait_for(lambda: (text := (tmpfs / "xenstored.log").read_text()).rstrip(
+        "\n").endswith("closing socket connection") and text, "the log to take lines again")
     dropped = again.findall(log)
     assert len(dropped) == 1 and int(dropped[0]) > 0
     assert again.findall(daemon.output_tail(40)) == dropped
-    assert log.rstrip("\n").endswith("closing socket connection")  # logging again
     assert read_node(daemon, b"/data/k199") == b"value-199"
 
 
@@ -463,11 +463,11 @@ def test_access_log_rotation_whose_dump_fails(launch, kind):
     holder = Holder(daemon.pid, READ_ONLY, dump_dir(daemon))
     try:
         assert [socket_write(daemon, i) for i in range(30)] == [True] * 30
-        lines = [p.read_text().count("\n") for p in daemon.rotated_access_logs()]
-        log = daemon.xenstored_log()
-    finally:
+    finally:  # stopped first: a rotation may be under way (the file renamed, not reopened)
         daemon.stop(WAIT)
         holder.close()
+    lines = [p.read_text().count("\n") for p in daemon.rotated_access_logs()]
+    log = daemon.xenstored_log()
     rotated = lines[:-1]  # .N ... .1, then the current file
     if kind == "ocaml":
         assert rotated == [1] * 19 and lines[-1] == 0 and ROTATION_FAILED not in log
