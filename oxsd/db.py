@@ -232,14 +232,66 @@ def to_channel(store: "Store", cons: "Connections", listen_sock: Optional[socket
 def to_file(store: "Store", cons: "Connections", listen_sock: Optional[socket.socket],
             eventchn: Optional["Event"], path: str, with_transactions: bool = False,
             extra_lines: Sequence[str] = ()) -> None:
-    """DB.to_file: mode 0600 when created, truncated, written in place (not atomic)."""
-    data = to_bytes(store, cons, listen_sock, eventchn, with_transactions, extra_lines)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """DB.to_file, crash-safe: the previous dump stays until the new one is whole on disk.
+
+    The original truncates `path` and writes in place, so a dump that fails
+    (full disk) or is cut (SIGKILL, power loss) leaves no readable dump.
+    oxsd writes `<path>.tmp` (mode 0600), fsyncs it, renames it over `path`
+    and fsyncs the directory (docs/deviations.md).  On failure the temporary
+    file is removed and the OSError raised, as the original's Sys_error.
+    """
+    write_atomically(path, to_bytes(store, cons, listen_sock, eventchn, with_transactions,
+                                    extra_lines))
+
+
+class _ChannelError(OSError):
+    """A failed write of the dump, printed as the original's channel error: Sys_error("<reason>")."""
+
+    def ocaml_str(self) -> str:
+        return f'Sys_error("{self.strerror}")'
+
+
+def write_atomically(path: str, data: bytes, mode: int = 0o600) -> None:
+    """Replace `path` by `data`: temporary file, fsync, rename, fsync of the directory.
+
+    Errors read as the original's: Sys_error("<path>: <reason>") when the file
+    cannot be created, Sys_error("<reason>") when it cannot be written."""
+    tmp = path + ".tmp"
     try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, path) from e
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise _ChannelError(e.errno, e.strerror) from e
+        raise
+    _fsync_directory(os.path.dirname(path) or ".")
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make a rename in `directory` durable; a filesystem that cannot is left as it is."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
     finally:
         os.close(fd)
 

@@ -187,6 +187,19 @@ class LiveUpdate:
         self.state = replace(st, pending=False, result=msgs)
         return False
 
+    def dump_failed(self, reason: str) -> None:
+        """The state could not be saved (full or read-only run dir): give the update up.
+
+        oxsd only.  The original keeps it pending and tries the dump again on
+        every loop iteration, each time building the whole dump and logging
+        the exception with its backtrace, while `-s` answers BUSY for ever;
+        oxsd says it once and `-s` answers the reason, as after a timeout
+        (docs/deviations.md).
+        """
+        message = f"Live update aborted: the state could not be saved: {reason}"
+        log.error("%s", message)
+        self.state = replace(self.state, pending=False, result=[message])
+
     def carries_transactions(self, cons: "Connections") -> bool:
         """-F past the deadline and what blocks is only open transactions: dump them and go.
 

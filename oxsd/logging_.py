@@ -220,8 +220,10 @@ class FileLogger:
         log_rotate(self.path, self.nb_files)
         self.stop()
         self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-        self.post_rotate()
+        # Reset first: a failing hook must not make every next line rotate again (the
+        # original resets after it, so a failing dump rotates and dumps on every line).
         self.counter = 0
+        self.post_rotate()
 
     def write(self, s: str, level: int = logging.DEBUG) -> None:
         if self.nb_chars > 0 and len(s) > self.nb_chars - 1:
@@ -297,6 +299,55 @@ def make_syslog_logger(facility: Syslog.Facility) -> SyslogLogger:
     return SyslogLogger(facility)
 
 
+# -- a log that cannot be written ------------------------------------------------
+
+@dataclass
+class WriteFailures:
+    """Lines a log could not write (full or read-only filesystem), said once per episode.
+
+    The original dies at the first xenstored-log line it cannot write
+    (an uncaught `Sys_error` from `flush`) and drops access-log lines
+    silently; oxsd keeps serving, reports the first failure once through
+    `report`, counts what it drops and says how many when a line gets
+    through again (docs/deviations.md).  The success path costs one test.
+    """
+
+    what: str  # "xenstored log" / "access log"
+    path: str
+    report: Callable[[str], None]
+    dropped: int = 0
+
+    def failed(self, exc: BaseException) -> None:
+        if self.dropped == 0:
+            reason = getattr(exc, "strerror", None) or exn_to_string(exc)
+            self._say(f"cannot write the {self.what} {self.path}: {reason}; "
+                      "its lines are dropped until it can be written again")
+        self.dropped += 1
+
+    def recovered(self) -> str:
+        """Say (and return) that the log takes lines again, and how many were lost."""
+        dropped, self.dropped = self.dropped, 0
+        message = f"the {self.what} {self.path} is written again; {dropped} lines were dropped"
+        self._say(message)
+        return message
+
+    def _say(self, message: str) -> None:
+        try:
+            self.report(message)
+        except Exception:  # the report's own destination may be the failing one
+            pass
+
+
+def _say_on_stderr(message: str) -> None:
+    import sys
+    sys.stderr.write(f"oxenstored: {message}\n")
+    sys.stderr.flush()
+
+
+def _say_in_xenstored_log(message: str) -> None:
+    logging.getLogger("oxsd.xenstored").warning("%s", message)
+
+
 # -- xenstored log ----------------------------------------------------------------
 
 class XenstoredLogHandler(logging.Handler):
@@ -307,6 +358,9 @@ class XenstoredLogHandler(logging.Handler):
         self.destination = destination
         self.logger = logger
         self.is_syslog = isinstance(destination, Syslog_)
+        # Where else to say the log cannot be written: stderr (the log is the failing one).
+        self.failures = WriteFailures("xenstored log", getattr(destination, "path", ""),
+                                      _say_on_stderr)
 
     @staticmethod
     def key_of(name: str) -> str:
@@ -325,9 +379,18 @@ class XenstoredLogHandler(logging.Handler):
             return
         try:
             logger.write(self.format_line(record), record.levelno)
-        except Exception:
+        except Exception as exc:
             # A log that cannot be written must not take the daemon down.
-            pass
+            self.failures.failed(exc)
+            return
+        if self.failures.dropped:  # and in the log itself, now that it takes lines
+            message = self.failures.recovered()
+            try:
+                logger.write(self.format_line(logging.LogRecord(
+                    "oxsd.xenstored", logging.WARNING, "", 0, message, None, None)),
+                    logging.WARNING)
+            except Exception:
+                pass
 
     def restart(self) -> None:
         """SIGHUP: reopen the file; errors leave the log closed (lines dropped)."""
@@ -491,6 +554,8 @@ class AccessLog:
             self._prefix_open = None
             self._prefix_close = ""
             self._max_data = 0
+        self.failures = WriteFailures("access log", getattr(dest, "path", "syslog"),
+                                      _say_in_xenstored_log)
         self.read_ops = settings.access_log_read_ops
         self.transaction_ops = settings.access_log_transactions_ops
         self.special_ops = settings.access_log_special_ops
@@ -524,8 +589,11 @@ class AccessLog:
             else:
                 text = sanitize_data(data)
             self.logger.write("%s %-12s %s %s" % (prefix, tidf, type_field, text), level)
-        except Exception:
-            pass  # the original ignores every failure of the access log
+        except Exception as exc:
+            self.failures.failed(exc)  # never fatal (the original ignores them all)
+            return
+        if self.failures.dropped:
+            self.failures.recovered()
 
     # -- one method per Logging.* access function --
     def new_connection(self, tid: int, con: str) -> None:

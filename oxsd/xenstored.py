@@ -188,8 +188,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"{argv[0] if argv else 'oxenstored'}: {e}", file=sys.stderr, flush=True)
         log.error("%s", e)
         return 2
-    except (DB.BadFormat, EOFError) as e:
-        # A dump without its header line is fatal, as the original's uncaught Bad_format.
+    except (DB.BadFormat, EOFError, OSError) as e:
+        # A dump without its header line, or a log file that cannot be opened, is fatal,
+        # as the original's uncaught Bad_format / Sys_error.
         from .logging_ import fallback_exception_handler
         fallback_exception_handler(e, e.__traceback__)
         return 2
@@ -210,7 +211,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     if cf.activate_access_log:
         # Rotating the access log also writes the state dump (the original's hook).
-        access_log = AccessLog(settings, True, post_rotate=lambda: dump_db(daemon, False))
+        try:
+            access_log = AccessLog(settings, True, post_rotate=lambda: _dump_at_rotation(daemon))
+        except OSError as e:  # the original dies of the uncaught Sys_error (exit 2)
+            from .logging_ import fallback_exception_handler
+            fallback_exception_handler(e, e.__traceback__)
+            return 2
         daemon.set_access_log(access_log)
 
     Systemd.sd_notify_ready()
@@ -346,6 +352,17 @@ def dump_db(daemon: "Daemon", with_socket: bool = True, with_transactions: bool 
                protocol.dump_lines() if protocol is not None else ())
 
 
+def _dump_at_rotation(daemon: "Daemon") -> None:
+    """The access log's post-rotate hook.  A dump that fails is said once per rotation
+    (the original's access log swallows it silently, docs/deviations.md)."""
+    from .logging_ import exn_to_string
+    try:
+        dump_db(daemon, False)
+    except OSError as exc:
+        log.error("access log rotated, but the state dump could not be written: %s",
+                  exn_to_string(exc))
+
+
 def run(daemon: "Daemon", cf: CmdLine) -> bool:
     """The loop; after SIGTERM or a due live update, dump the state each iteration until
     no connection blocks.  True when a live update should follow.
@@ -367,7 +384,14 @@ def run(daemon: "Daemon", cf: CmdLine) -> bool:
             if live or sched.quit:
                 carrying = live and live_update.carries_transactions(sched.cons)
                 # Don't start a live update if the state cannot be saved.
-                dump_db(daemon, with_transactions=carrying)
+                try:
+                    dump_db(daemon, with_transactions=carrying)
+                except OSError as exc:
+                    if sched.quit:
+                        raise  # SIGTERM: logged below, and the loop ends, as the original
+                    live_update.dump_failed(exn_to_string(exc))
+                    live = False
+                    continue
                 carry = carrying
                 sched.quit = True
         except Exception as exc:

@@ -93,6 +93,9 @@ class DaemonSettings:
     extra_args: list[str] = field(default_factory=list)
     binary: str | None = None  # another oxenstored for the ``ocaml`` kind
     python: str | None = None  # the ``oxsd`` kind's interpreter (default: sys.executable)
+    # argv the launcher runs under (it must exec the rest, keeping the pid), e.g.
+    # ``unshare -m ... sh -c 'mount ... && exec "$@"'`` for a private tmpfs
+    prefix: list[str] = field(default_factory=list)
 
     @property
     def effective_log_level(self) -> str:
@@ -354,7 +357,7 @@ def start_reference(scratch: Path, sim_dir: Path | None = None,
         launcher = _launcher_for(ref, Path(settings.binary), scratch)
     with open(scratch / "daemon.out", "ab") as out:
         proc = subprocess.Popen(
-            [str(launcher), str(sim_dir), str(scratch)] + args,
+            settings.prefix + [str(launcher), str(sim_dir), str(scratch)] + args,
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
     return _wait_ready(Daemon("ocaml", proc, scratch, sim_dir, settings), timeout)
 
@@ -402,7 +405,7 @@ def start_oxsd(scratch: Path, sim_dir: Path | None = None,
     pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     env = dict(os.environ, XENSTORED_RUNDIR=str(rundir / "xenstored"), PYTHONPATH=pythonpath)
     with open(scratch / "daemon.out", "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(settings.prefix + cmd, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=env, cwd=str(scratch))
     return _wait_ready(Daemon("oxsd", proc, scratch, sim_dir, settings), timeout)
 

@@ -18,6 +18,7 @@ from oxsd.config import Settings
 from oxsd.connections import Connections
 from oxsd.domains import Domains
 from oxsd.logging_ import AccessLog
+from oxsd.printexc import ocaml_exn_str
 from oxsd.store import Path, Store
 from oxsd.utils import hexify
 
@@ -243,6 +244,52 @@ def test_to_file_truncates_and_creates_mode_0600(world, tmp_path):
     DB.to_file(world.store, world.cons, None, None, str(path))
     assert path.read_bytes() == DB.to_bytes(world.store, world.cons, None, None)
     assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o600
+
+
+def test_to_file_fsyncs_the_whole_dump_before_the_rename_then_the_directory(world, tmp_path,
+                                                                           monkeypatch):
+    path = tmp_path / "db"
+    path.write_text("previous")
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        content = (tmp_path / "db.tmp").read_bytes() if target.endswith(".tmp") else None
+        synced.append((os.path.basename(target), content, path.read_text()))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    DB.to_file(world.store, world.cons, None, None, str(path))
+    whole = DB.to_bytes(world.store, world.cons, None, None)
+    assert synced == [("db.tmp", whole, "previous"),  # all of it, and db not yet replaced
+                      (tmp_path.name, None, whole.decode("latin-1"))]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["db"]
+
+
+@pytest.mark.parametrize("fail", ["write", "fsync", "rename"])
+def test_a_dump_that_fails_keeps_the_previous_one_and_no_temporary(world, tmp_path,
+                                                                   monkeypatch, fail):
+    path = tmp_path / "db"
+    path.write_text("previous")
+
+    def no_space(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, fail, no_space)
+    with pytest.raises(OSError) as failed:
+        DB.to_file(world.store, world.cons, None, None, str(path))
+    monkeypatch.undo()
+    assert path.read_text() == "previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["db"]
+    assert ocaml_exn_str(failed.value) == 'Sys_error("No space left on device")'
+
+
+def test_a_dump_that_cannot_be_created_names_the_dump(world, tmp_path):
+    with pytest.raises(OSError) as failed:
+        DB.to_file(world.store, world.cons, None, None, str(tmp_path / "missing" / "db"))
+    assert ocaml_exn_str(failed.value) == (
+        f'Sys_error("{tmp_path}/missing/db: No such file or directory")')
 
 
 def test_from_file_reads_back_what_to_file_wrote(world, tmp_path):

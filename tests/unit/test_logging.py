@@ -96,6 +96,20 @@ def test_first_rotation_after_nb_lines_plus_one_lines_and_hook_runs(tmp_path):
     assert not Path(f"{p}.3").exists() and hook.call_count == 3
 
 
+def test_a_failing_rotation_hook_does_not_make_every_next_line_rotate(tmp_path):
+    p = tmp_path / "x.log"
+    hook = mock.Mock(side_effect=OSError(30, "Read-only file system"))
+    lg = L.make_file_logger(str(p), 5, 2, -1, hook)
+    for i in range(9):
+        try:
+            lg.write(f"l{i}")
+        except OSError:
+            pass
+    lg.stop()
+    assert hook.call_count == 3  # every 3 lines, not every line once the hook failed
+    assert lines(Path(f"{p}.1")) == ["l6", "l7", "l8"]
+
+
 def test_rotation_with_one_file_truncates_in_place(tmp_path):
     p = tmp_path / "x.log"
     lg = L.make_file_logger(str(p), 1, 0, -1)
@@ -165,6 +179,45 @@ def test_xenstored_log_starts_with_bare_banner_and_formats_lines(tmp_path):
         "[D|error|process] got a bad client D7      ",
         "[D|debug|store|node] pending port 12",
     ]
+
+
+def test_a_xenstored_log_that_cannot_be_written_is_said_once_on_stderr(tmp_path, capsys):
+    L.setup_xenstored_log(xs_settings(tmp_path, xenstored_log_level="info"))
+    handler = L.xenstored_log_handler()
+    fd = handler.logger.fd
+    handler.logger.fd = os.open(os.devnull, os.O_RDONLY)  # every write fails (EBADF)
+    log = logging.getLogger("oxsd.xenstored")
+    for i in range(5):
+        log.info("lost %d", i)
+    os.close(handler.logger.fd)
+    handler.logger.fd = fd
+    log.info("kept")
+    err = capsys.readouterr().err.splitlines()
+    path = tmp_path / "xenstored.log"
+    assert err == [f"oxenstored: cannot write the xenstored log {path}: Bad file descriptor; "
+                   "its lines are dropped until it can be written again",
+                   f"oxenstored: the xenstored log {path} is written again; 5 lines were dropped"]
+    assert strip_dates(lines(path)[1:]) == [
+        "[D| info|xenstored] kept",
+        f"[D| warn|xenstored] the xenstored log {path} is written again; 5 lines were dropped"]
+
+
+def test_an_access_log_that_cannot_be_written_is_said_once_in_the_xenstored_log(tmp_path):
+    L.setup_xenstored_log(xs_settings(tmp_path, xenstored_log_level="info"))
+    access = L.AccessLog(Settings(access_log_file=str(tmp_path / "access.log")))
+    fd = access.logger.fd
+    access.logger.fd = os.open(os.devnull, os.O_RDONLY)
+    for i in range(4):
+        access.xb_op(0, "A1", Op.WRITE, b"/a\0%d" % i)
+    os.close(access.logger.fd)
+    access.logger.fd = fd
+    access.xb_op(0, "A1", Op.WRITE, b"/b\0x")
+    path = tmp_path / "access.log"
+    assert strip_dates(lines(tmp_path / "xenstored.log")[1:]) == [
+        f"[D| warn|xenstored] cannot write the access log {path}: Bad file descriptor; "
+        "its lines are dropped until it can be written again",
+        f"[D| warn|xenstored] the access log {path} is written again; 4 lines were dropped"]
+    assert len(lines(path)) == 1
 
 
 def test_xenstored_log_level_filters_lower_levels(tmp_path):
