@@ -50,6 +50,7 @@ SPECIAL = ("@introduceDomain", "@releaseDomain")
 PERMS = ("n0", "r0", "n5\\0r0", "n5\\0b6", "n6\\0r5", "w6\\0r5", "n5", "b0\\0n6")
 BAD_PERMS = ("x5", "n", "", "n5r0", "n-1")
 TOKENS = ("t1", "t2", "t3")
+Z = "\\0"  # a NUL, as the scenario language writes it
 
 
 def _q(text: str) -> str:
@@ -84,22 +85,22 @@ class _Gen:
     # -- one request each ----------------------------------------------
     def op_read(self, c: str) -> str:
         return f"{c}: {self.rng.choice(('READ', 'DIRECTORY', 'GET_PERMS'))} {self.tx(c)}" \
-               f"{_q(self.path(c) + chr(92) + '0')}"
+               f"{_q(self.path(c) + Z)}"
 
     def op_write(self, c: str) -> str:
-        return f"{c}: WRITE {self.tx(c)}{_q(self.path(c) + chr(92) + '0')} {_q(_value(self.rng))}"
+        return f"{c}: WRITE {self.tx(c)}{_q(self.path(c) + Z)} {_q(_value(self.rng))}"
 
     def op_mkdir_rm(self, c: str) -> str:
         return f"{c}: {self.rng.choice(('MKDIR', 'RM'))} {self.tx(c)}" \
-               f"{_q(self.path(c) + chr(92) + '0')}"
+               f"{_q(self.path(c) + Z)}"
 
     def op_setperms(self, c: str) -> str:
         perms = self.rng.choice(BAD_PERMS if self.rng.random() < 0.15 else PERMS)
-        return f"{c}: SET_PERMS {self.tx(c)}{_q(self.path(c) + chr(92) + '0' + perms + chr(92) + '0')}"
+        return f"{c}: SET_PERMS {self.tx(c)}{_q(self.path(c) + Z + perms + Z)}"
 
     def op_watch(self, c: str) -> str:
         op = self.rng.choice(("WATCH", "WATCH", "UNWATCH"))
-        return f"{c}: {op} {_q(self.path(c) + chr(92) + '0' + self.rng.choice(TOKENS) + chr(92) + '0')}"
+        return f"{c}: {op} {_q(self.path(c) + Z + self.rng.choice(TOKENS) + Z)}"
 
     def op_transaction(self, c: str) -> str:
         if c in GUESTS:
@@ -107,36 +108,36 @@ class _Gen:
         if self.open_tx[c] and self.rng.random() < 0.6:
             tid = self.rng.randint(1, self.open_tx[c])
             commit = self.rng.choice(("T", "T", "F"))
-            return f"{c}: TRANSACTION_END tx={tid} {_q(commit + chr(92) + '0')}"
+            return f"{c}: TRANSACTION_END tx={tid} {_q(commit + Z)}"
         self.open_tx[c] += 1
-        return f"{c}: TRANSACTION_START {_q(chr(92) + '0')}"
+        return f"{c}: TRANSACTION_START {_q(Z)}"
 
     def op_domain(self, c: str) -> str:
         rng = self.rng
         choice = rng.randrange(4)
         if choice == 0:
-            return f"{c}: GET_DOMAIN_PATH {_q(str(rng.choice((0, 5, 6, 7, -1))) + chr(92) + '0')}"
+            return f"{c}: GET_DOMAIN_PATH {_q(str(rng.choice((0, 5, 6, 7, -1))) + Z)}"
         if choice == 1:
-            return f"{c}: IS_INTRODUCED {_q(str(rng.choice((0, 5, 6, 9))) + chr(92) + '0')}"
+            return f"{c}: IS_INTRODUCED {_q(str(rng.choice((0, 5, 6, 9))) + Z)}"
         if choice == 2:
             return f"{c}: RESET_WATCHES {_q('')}"
         # not CONTROL watches: it lists socket connections in the hash order of
         # their fds, which are not the original's (docs/deviations.md)
-        return f"{c}: CONTROL {_q(rng.choice(('quota' + chr(92) + '05', 'quota' + chr(92) + '06', 'nosuch')) + chr(92) + '0')}"
+        return f"{c}: CONTROL {_q(rng.choice(('quota' + chr(92) + '05', 'quota' + chr(92) + '06', 'nosuch')) + Z)}"
 
     def op_malformed(self, c: str) -> str:
         rng = self.rng
         choice = rng.randrange(5)
         if choice == 0:
-            return f"{c}: {rng.choice((22, 23, 25, 30, 31, 100, 0xffff))} {_q('x' + chr(92) + '0')}"
+            return f"{c}: {rng.choice((22, 23, 25, 30, 31, 100, 0xffff))} {_q('x' + Z)}"
         if choice == 1:
             return f"{c}: {rng.choice(('READ', 'WRITE', 'WATCH', 'MKDIR'))} {_q(self.path(c))}"
         if choice == 2:
             bad = rng.choice(("/f//a", "/f/a/", "f a", "/f/\\x01", "/" + "p" * 1100, ""))
-            return f"{c}: {rng.choice(('READ', 'WRITE', 'MKDIR', 'RM'))} {_q(bad + chr(92) + '0')}"
+            return f"{c}: {rng.choice(('READ', 'WRITE', 'MKDIR', 'RM'))} {_q(bad + Z)}"
         if choice == 3:
-            return f"{c}: WATCH {_q(self.path(c) + chr(92) + '0')}"
-        return f"{c}: TRANSACTION_END tx={rng.randint(1, 9)} {_q('X' + chr(92) + '0')}"
+            return f"{c}: WATCH {_q(self.path(c) + Z)}"
+        return f"{c}: TRANSACTION_END tx={rng.randint(1, 9)} {_q('X' + Z)}"
 
     def step(self) -> str:
         rng = self.rng
