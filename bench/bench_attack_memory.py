@@ -106,8 +106,9 @@ def socket_io(sock: socket.socket) -> RawIO:
     return RawIO(send_some, recv_some, sock.fileno())
 
 
-def flood(io: RawIO, data: bytes, deadline: float) -> int:
-    """Send `data` without reading until all is sent or nothing is taken for STALL s: bytes sent."""
+def flood(io: RawIO, data: bytes, deadline: float, stall: Optional[float] = None) -> int:
+    """Send `data` without reading until all is sent or nothing is taken for `stall` s: bytes sent."""
+    stall = STALL if stall is None else stall
     view = memoryview(data)
     pos, last = 0, time.monotonic()
     wait = threading.Event()
@@ -116,7 +117,7 @@ def flood(io: RawIO, data: bytes, deadline: float) -> int:
         n = io.send_some(view[pos:])
         if n:
             pos, last = pos + n, now
-        elif now - last > STALL or now > deadline:
+        elif now - last > stall or now > deadline:
             break
         else:
             wait.wait(0.005)  # back-off while the daemon's input is blocked
@@ -324,7 +325,8 @@ def attack_watch_storm(daemon: Daemon, guests: GuestFactory, scale: int, watcher
         total["writes"] = owed
         r.after_kib = rss_kib(daemon.pid)
         r.note = (f"{sent // size} writes taken of {scale}, "
-                  f"{exact}/{watchers} watchers with exactly one event per write")
+                  f"{exact}/{watchers} watchers with exactly one event per write"
+                  f" (events {min(rx.events)}..{max(rx.events)}, owed {owed + 1})")
         return r
 
     one_round.keep = socks + [wsock]  # keep the sockets open for the attack's lifetime
@@ -459,7 +461,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale", type=int, default=0,
                     help="requests per round (default per attack: "
                     + ", ".join(f"{k} {v}" for k, v in DEFAULT_SCALE.items()) + ")")
+    ap.add_argument("--stall", type=float, default=1.0,
+                    help="a flood ends after this long without progress (1.0 s)")
     args = ap.parse_args(argv)
+    global STALL
+    STALL = args.stall
     kinds = args.kinds.split(",")
     results: dict = {}
     ok = True
