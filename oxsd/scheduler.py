@@ -371,7 +371,12 @@ class Scheduler:
             state = peek()
             if state == PEEK_EOF:
                 return  # the next iteration reads the EOF and drops the connection
-            while xb.has_output():
+            # Bytes the socket did not take at the last release wait for
+            # POLLOUT; replies meanwhile stay in the bounded queue, so
+            # can_input (quota-maxoutstanding) stops reading a client that
+            # never reads, as in the original.  Gathering them behind the
+            # unsent bytes would empty the queue on every batch: unbounded.
+            while xb.has_output() and not xb.has_old_output():
                 if not self._socket_step(con, do_output, "write"):
                     return
             if state != PEEK_DATA or not con.can_input():
