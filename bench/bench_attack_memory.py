@@ -379,7 +379,7 @@ def attack_tx_max(daemon: Daemon, guests: GuestFactory, scale: int):
 
 
 ATTACKS = ("guest-no-read", "socket-no-read", "watch-storm", "tx-max")
-DEFAULT_SCALE = {"guest-no-read": 4000, "socket-no-read": 20000, "watch-storm": 3000,
+DEFAULT_SCALE = {"guest-no-read": 4000, "socket-no-read": 20000, "watch-storm": 1000,
                  "tx-max": 1000}
 
 

@@ -27,7 +27,7 @@ MIB = 1024
 CASES = [
     ("guest-no-read", 4000, 12),
     ("socket-no-read", 60000, 16),
-    ("watch-storm", 3000, 24),
+    ("watch-storm", 1000, 24),
     ("tx-max", 1000, 64),  # 10 transactions x ~1000 nodes of 2000 bytes: ~20 MiB of values
 ]
 ROUNDS = 2
