@@ -26,10 +26,12 @@ MIB = 1024
 # (attack, requests per round, allowed peak over baseline in MiB)
 CASES = [
     ("guest-no-read", 4000, 12),
-    ("socket-no-read", 60000, 16),
-    ("watch-storm", 1000, 24),
+    ("socket-no-read", 60000, 16),  # before the fix: +88 MiB
+    # 200 watchers: one packet per writable socket per iteration made this +22 MiB
+    ("watch-storm", 1000, 10),
     ("tx-max", 1000, 64),  # 10 transactions x ~1000 nodes of 2000 bytes: ~20 MiB of values
 ]
+WATCHERS = 200
 ROUNDS = 2
 ROUND_GROWTH = 6 * MIB  # KiB the last round's peak may exceed the first's
 
@@ -39,14 +41,17 @@ def test_memory_stays_bounded_under_attack(start, monkeypatch, attack, scale, al
     # a longer stall lets an unbounded daemon show it: it keeps taking input
     monkeypatch.setattr(bam, "STALL", 3.0)
     daemon = start("oxsd", bam.DaemonSettings(access_log=False))
-    res = bam.run_attack("oxsd", attack, scale, ROUNDS, watchers=50, daemon=daemon)
+    res = bam.run_attack("oxsd", attack, scale, ROUNDS, watchers=WATCHERS, daemon=daemon)
     notes = [r.note for r in res.rounds]
-    print(f"\n{attack}: base {res.base_kib} KiB, peaks {[r.peak_kib for r in res.rounds]}, "
+    print(f"\n{attack}: base {res.base_kib} KiB, peak/after "
+          f"{[(r.peak_kib, r.after_kib) for r in res.rounds]}, "
           f"victim worst {res.victim_worst_ms:.0f} ms, {notes}")
     assert res.alive
     assert res.victim_error == "" and res.victim_rounds > 0
     assert res.guest_served
     assert all(r.complete for r in res.rounds), notes
-    for r in res.rounds:
-        assert r.peak_kib - res.base_kib <= allowance * MIB, (r.peak_kib, res.base_kib, notes)
-    assert res.rounds[-1].peak_kib - res.rounds[0].peak_kib <= ROUND_GROWTH, notes
+    # the flood's sample, or after the drain (a storm's events are made while draining)
+    highs = [max(r.peak_kib, r.after_kib) for r in res.rounds]
+    for high in highs:
+        assert high - res.base_kib <= allowance * MIB, (highs, res.base_kib, notes)
+    assert highs[-1] - highs[0] <= ROUND_GROWTH, (highs, notes)
