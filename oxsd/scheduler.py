@@ -369,18 +369,22 @@ class Scheduler:
         arrival times.  A peer that has closed gets no reply to its last
         request: the original reads the EOF first.
         """
-        xb = con.xb
-        xb.hold_output()
+        con.xb.hold_output()
         try:
             self._serve_socket_batch(con)
         finally:
-            if self.cons.anonymous.get(xb.backend.fd) is con:
-                try:
-                    xb.release_output()
-                except (EndOfFile, OSError) as e:
-                    self._socket_failed(con, e, "write")
-            else:
-                xb.backend.take_pending()  # dropped: nothing more goes out
+            self._release_socket(con)
+
+    def _release_socket(self, con: "Connection") -> None:
+        """Send what was gathered since hold_output (unless the socket was dropped)."""
+        xb = con.xb
+        if self.cons.anonymous.get(xb.backend.fd) is con:
+            try:
+                xb.release_output()
+            except (EndOfFile, OSError) as e:
+                self._socket_failed(con, e, "write")
+        else:
+            xb.backend.take_pending()  # dropped: nothing more goes out
 
     def _serve_socket_batch(self, con: "Connection") -> None:
         process = self.process
@@ -397,7 +401,12 @@ class Scheduler:
                 if state == PEEK_EOF:
                     return  # the next iteration reads the EOF and drops the connection
                 what = "write"
-                while xb.has_output():
+                # Bytes the socket did not take at the last release wait for
+                # POLLOUT; replies meanwhile stay in the bounded queue, so
+                # can_input (quota-maxoutstanding) stops reading a client that
+                # never reads, as in the original.  Gathering them behind the
+                # unsent bytes would empty the queue on every batch: unbounded.
+                while xb.has_output() and not xb.has_old_output():
                     do_output(con, True)  # nowait: the socket was not polled for POLLOUT
                 if state != PEEK_DATA or not con.can_input():
                     return
@@ -406,7 +415,6 @@ class Scheduler:
 
     def process_connection_fds(self, readable: List["Connection"],
                                writable: List["Connection"]) -> None:
-        process = self.process
         anonymous = self.cons.anonymous
         # Sockets only: con.xb.backend.fd is con.get_fd() without the two calls.
         for con in readable:
@@ -414,7 +422,28 @@ class Scheduler:
                 self.serve_socket(con)
         for con in writable:
             if anonymous.get(con.xb.backend.fd) is con:
-                self._socket_step(con, process.do_output, "write")
+                self.flush_socket(con)
+
+    def flush_socket(self, con: "Connection") -> None:
+        """A writable socket: all it has queued goes out in one non-blocking send.
+
+        The original writes one packet per writable socket per iteration.
+        A socket batch here (serve_socket) can fire SOCKET_BATCH requests'
+        events at every watcher in one iteration, so one packet per
+        iteration let each watcher's queue fill up to its quota (1000
+        watching sockets: +108 MiB resident, oxenstored +0.6 MiB).  The
+        same bytes in the same order; what the socket does not take now
+        waits for the next POLLOUT.
+        """
+        xb = con.xb
+        do_output = self.process.do_output_nowait
+        xb.hold_output()
+        try:
+            while xb.has_output():
+                if not self._socket_step(con, do_output, "write"):
+                    return
+        finally:
+            self._release_socket(con)
 
     def process_domains(self, polled: bool = False) -> None:
         """Serve each domain holding io credit (`serve_domain`): a round costs a credit.
