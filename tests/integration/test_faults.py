@@ -38,7 +38,6 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -46,6 +45,7 @@ import pytest
 from oxsd.diff.daemons import DaemonError, DaemonSettings, make_scratch, start_daemon
 from oxsd.diff.wire import HEADER, op_code
 from support.patching import patch_oxsd_daemons
+from support.waiting import wait_for
 
 KINDS = ("ocaml", "oxsd")
 WAIT = 15.0
@@ -56,13 +56,7 @@ ENOSPC_FATAL = 'Fatal exception: Sys_error("No space left on device")'
 
 
 def _wait_for(predicate, what: str, timeout: float = WAIT):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+    return wait_for(predicate, what, timeout)
 
 
 def private_tmpfs_prefix(mountpoint: Path, options: str = f"size={TMPFS_SIZE}") -> list[str]:

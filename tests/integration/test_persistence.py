@@ -20,7 +20,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +27,7 @@ import pytest
 from oxsd.diff.daemons import (REPO_ROOT, DaemonError, DaemonSettings, find_ocaml_ref,
                                init_sim_dir, make_scratch, start_daemon, write_config)
 from support.guests import watching_guest
+from support.waiting import wait_for
 
 KINDS = ("ocaml", "oxsd")
 TOOL_LINE = "store,2f746f6f6c2f78656e73746f726564,"  # /tool/xenstored: each daemon's own binary
@@ -62,14 +62,8 @@ def launch(request, ocaml_ref, clients):
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _wait_for(predicate, what, timeout=WAIT):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+def _wait_for(predicate, what: str, timeout: float = WAIT):
+    return wait_for(predicate, what, timeout)
 
 
 def _sigterm(daemon) -> str:
