@@ -40,7 +40,7 @@ from typing import Callable, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (HDR, XS_ERROR, XS_READ, XS_WRITE, Daemon, DaemonError,  # noqa: E402
+from _common import (XS_ERROR, XS_READ, XS_WRITE, Daemon, DaemonError,  # noqa: E402
                      DaemonSettings, GuestFactory, split_replies, start, stop)
 from bench_memory import packet, rss_kib  # noqa: E402
 from oxsd.sim.client import SocketClient, XsError  # noqa: E402

@@ -238,7 +238,8 @@ def test_cleanup_reports_shutdown_and_removes_dying_and_vanished_domains(env):
 def test_a_failing_domain_info_call_does_not_kill_a_live_domain(env, failure, caplog):
     """Only "no such domain" (ESRCH) means dead; anything else keeps the domain for a later check."""
     doms, handle, hv, _ = env
-    d5, d6 = make(doms, hv, 5), make(doms, hv, 6)
+    d5 = make(doms, hv, 5)
+    make(doms, hv, 6)
     hv.failures[5] = failure
     del hv.states[6]
     with caplog.at_level(logging.DEBUG, logger="oxsd"):
