@@ -1,6 +1,7 @@
 """oxsd.store: paths, immutable nodes and the store operations (store.ml)."""
 import io
 import logging
+import platform
 
 import pytest
 
@@ -696,6 +697,8 @@ def guest_ops_cost(n: int) -> dict:
     }
 
 
+@pytest.mark.skipif(platform.python_implementation() != "CPython",
+                    reason="measured with tracemalloc, which only CPython has")
 def test_guest_create_write_rm_and_commit_cost_the_same_with_30_or_3000_domains():
     """Before: each copied the quota table and /local/domain's child map (O(domains))."""
     few, many = guest_ops_cost(30), guest_ops_cost(3000)
