@@ -39,7 +39,7 @@ from .xb.op import Op
 Connection = Connections = Settings = Store = Any
 
 __all__ = ["ConnStats", "DaemonStats", "snapshot", "snapshot_json", "STATS_COMMAND",
-           "FORMAT_VERSION", "SLOWEST_KEPT", "SAMPLE", "HOT_PATH_SAMPLE"]
+           "FORMAT_VERSION", "SLOWEST_KEPT", "SAMPLE"]
 
 STATS_COMMAND = b"oxsd-stats"
 FORMAT_VERSION = 1
@@ -47,7 +47,6 @@ N_OPS = 32  # op numbers on the wire stop at 31 (xs_wire.h); larger ones count a
 SLOWEST_KEPT = 10
 SLOW_WINDOW_S = 60.0
 SAMPLE = 16  # one request in this many is timed and counted by path
-HOT_PATH_SAMPLE = SAMPLE
 HOT_PATHS_CAP = 4096
 HOT_PATHS_REPORTED = 20
 _OP_NAMES = {op.value: op.name for op in Op}
@@ -126,7 +125,7 @@ class DaemonStats:
 
     def hot_paths(self) -> List[Dict[str, Any]]:
         top = sorted(self.hot.items(), key=lambda kv: kv[1], reverse=True)[:HOT_PATHS_REPORTED]
-        return [{"path": p.decode("latin-1"), "sampled": n, "estimated": n * HOT_PATH_SAMPLE}
+        return [{"path": p.decode("latin-1"), "sampled": n, "estimated": n * SAMPLE}
                 for p, n in top]
 
 

@@ -25,7 +25,7 @@ def test_hot_paths_table_stays_bounded():
     assert len(ds.hot) <= S.HOT_PATHS_CAP
     for _ in range(5):
         ds.sample_path(b"/hot\0value")
-    assert ds.hot_paths()[0] == {"path": "/hot", "sampled": 5, "estimated": 5 * S.HOT_PATH_SAMPLE}
+    assert ds.hot_paths()[0] == {"path": "/hot", "sampled": 5, "estimated": 5 * S.SAMPLE}
 
 
 def test_conn_stats_count_ops_by_number():
