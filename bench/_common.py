@@ -89,6 +89,7 @@ class Runtime:
     label: str
     kind: str
     python: Optional[str] = None
+    source: Optional[str] = None  # another oxsd source tree (--source)
 
 
 def interpreter_name(python: str) -> str:
@@ -105,6 +106,9 @@ def add_runtime_args(ap: argparse.ArgumentParser, repeat: bool = True) -> None:
     ap.add_argument("--kinds", default="ocaml,oxsd", help="runtimes to compare (ocaml,oxsd)")
     ap.add_argument("--python", action="append", default=[], metavar="PATH",
                     help="also run oxsd under this interpreter (e.g. a pypy3), repeatable")
+    ap.add_argument("--source", action="append", default=[], metavar="DIR",
+                    help="also run the oxsd of this source tree (e.g. a worktree of an "
+                         "earlier commit, for a before/after in one run), repeatable")
     if repeat:
         ap.add_argument("--repeat", type=int, default=3,
                         help="measurements per row and runtime, taking turns (3)")
@@ -119,17 +123,23 @@ def runtimes(args: argparse.Namespace) -> list[Runtime]:
         while any(r.label == label for r in out):
             label += "'"
         out.append(Runtime(label, "oxsd", python))
+    for source in getattr(args, "source", []):
+        label = f"oxsd@{Path(source).name}"
+        while any(r.label == label for r in out):
+            label += "'"
+        out.append(Runtime(label, "oxsd", source=str(Path(source).resolve())))
     return out
 
 
 def start(kind: str, settings: Optional[DaemonSettings] = None, prefix: str = "oxb",
-          python: Optional[str] = None) -> Daemon:
+          python: Optional[str] = None, source: Optional[str] = None) -> Daemon:
     """A fresh daemon of `kind` in a short scratch dir (its sim dir is SCRATCH/sim), pinned.
 
-    `python`: the interpreter for oxsd (default this one).
+    `python`: the interpreter for oxsd (default this one); `source`: the oxsd
+    source tree (default this one).
     """
     scratch = make_scratch(f"{prefix}-{kind[:2]}-")
-    settings = dataclasses.replace(settings or DaemonSettings(), python=python)
+    settings = dataclasses.replace(settings or DaemonSettings(), python=python, source=source)
     try:
         daemon = start_daemon(kind, scratch, settings=settings)
     except DaemonError:
@@ -141,7 +151,7 @@ def start(kind: str, settings: Optional[DaemonSettings] = None, prefix: str = "o
 
 def start_runtime(rt: Runtime, settings: Optional[DaemonSettings] = None,
                   prefix: str = "oxb") -> Daemon:
-    return start(rt.kind, settings, prefix, rt.python)
+    return start(rt.kind, settings, prefix, rt.python, rt.source)
 
 
 def rss_kib(pid: int) -> int:

@@ -105,6 +105,8 @@ class Domains:
 
     def all_at_max_credit(self) -> bool:
         if self.settings.conflict_rate_limit_is_aggregate:
+            if not self.doms_with_conflict_penalty and not self.doms_conflict_paused:
+                return True  # the usual case, without the two calls
             return (self._is_empty_queue(self.doms_with_conflict_penalty)
                     and self._is_empty_queue(self.doms_conflict_paused))
         return self.n_penalised == 0

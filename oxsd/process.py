@@ -29,6 +29,7 @@ from .stats import SAMPLE, STATS_COMMAND, DaemonStats, snapshot_json
 from .store import Path
 from .transaction import Transaction
 from .xb.op import NEWER_OPS, Op
+from .xb.packet import HEADER
 from .xb.xb import BadConnection, Reconnect
 
 if TYPE_CHECKING:
@@ -269,8 +270,9 @@ class Process:
         if len(args) != 2:
             raise InvalidCmdArgs()
         path = Path.create(args[0], con.base_path, self.settings.quota_path_max)
-        self.create_implicit_path(t, con.perm, path)
-        t.write(con.perm, path, args[1])
+        if not t.write_below_parent(con.perm, path, args[1]):  # the usual case, one tree walk
+            self.create_implicit_path(t, con.perm, path)
+            t.write(con.perm, path, args[1])
 
     def do_mkdir(self, con: Connection, t: Transaction, data: bytes) -> None:
         path = self.split_one_path(data, con)
@@ -788,9 +790,44 @@ class Process:
         except Reconnect:
             self._reconnect(con)
 
-    def do_output_nowait(self, con: Connection) -> None:
-        """do_output on a socket that was not polled for POLLOUT."""
-        self.do_output(con, True)
+    def do_output_held(self, con: Connection) -> None:
+        """`do_output(con, True)` while whole packets are queued, on a held socket.
+
+        The socket's writes are being gathered for one send (Xb.hold_output),
+        so each packet is taken whole: the same access-log lines, counters
+        and trace as packet-by-packet do_output calls, with the serialisation
+        inline (a socket batch's replies, the hot path).  Nothing is done
+        while a packet is partly written: its rest waits for POLLOUT.
+        """
+        xb = con.xb
+        if xb._out_off < len(xb._out):
+            return
+        q = xb._q
+        counts = xb._counts
+        pending = xb.backend.pending
+        pipe = con.pending_source_watchevents.q
+        st = con.counters
+        access_log = self.access_log
+        trace = self.trace
+        pack = HEADER.pack
+        while q:
+            if pipe:
+                con.source_flush_watchevents()
+            pkt = q.popleft()  # Xb.output: BoundedQueue.pop
+            ty = pkt.ty
+            data = pkt.data
+            if ty == Op.WATCH_EVENT:
+                counts[1] -= 1
+                access_log.xb_answer(pkt.tid, con.domstr, ty, data)
+                st.events_sent += 1
+            else:
+                counts[0] -= 1
+                if ty == Op.ERROR:
+                    access_log.xb_answer(pkt.tid, con.domstr, ty, data)
+            st.bytes_out += 16 + len(data)
+            if trace is not None:
+                trace.packet_out(con, pkt)
+            pending.append(pack(ty, pkt.rid, pkt.tid, len(data)) + data)
 
     def _reconnect(self, con: Connection) -> None:
         """History.reconnect, with XSA-512's fix: the watches leave the global trie too."""

@@ -157,13 +157,17 @@ class Scheduler:
         masks = self._masks
         buffered: List["Connection"] = []
         for fd, con in self.cons.anonymous.items():
-            xb = con.xb  # Connection.can_input / has_output, one layer down (every socket, every iteration)
+            # Connection.can_input / has_output, read off the Xb (every socket, every iteration)
+            xb = con.xb
+            q = xb._q
             mask = 0
-            if xb.can_input() and not con.pending_source_watchevents.q:
+            if (len(q) < xb._qcap and xb._counts[0] < xb._maxout
+                    and not con.pending_source_watchevents.q):
                 mask = _EVENT_READ
-                if xb.backend.has_buffered_input():
+                backend = xb.backend
+                if backend._roff < len(backend._rbuf):  # has_buffered_input
                     buffered.append(con)
-            if xb.has_output():
+            if q or xb._out_off < len(xb._out):
                 mask |= _EVENT_WRITE
             old = masks.get(fd, 0)
             if mask == old:
@@ -211,7 +215,8 @@ class Scheduler:
         return timeout
 
     def main_loop(self) -> None:
-        self.frequent_ops()
+        if self.clock() > self.next_frequent_ops:
+            self.frequent_ops()
         mw = self.cons.has_more_work()
         peaceful_mw = [c for c in mw if self._is_peaceful(c)] if mw else mw
         for c in peaceful_mw:
@@ -339,15 +344,6 @@ class Scheduler:
         self._forget(fd)
         self.cons.del_anonymous(con)
 
-    def _socket_step(self, con: "Connection", step, what: str) -> bool:
-        """Run one I/O step on a socket; on EOF or an I/O error drop it and return False."""
-        try:
-            step(con)
-            return True
-        except (EndOfFile, OSError) as e:
-            self._socket_failed(con, e, what)
-        return False
-
     def _socket_failed(self, con: "Connection", e: Exception, what: str) -> None:
         """Drop a socket whose `what` ("read" / "write") step raised EndOfFile or OSError."""
         self._drop_socket(con)
@@ -389,11 +385,11 @@ class Scheduler:
     def _serve_socket_batch(self, con: "Connection") -> None:
         process = self.process
         do_input = process.do_input
-        do_output = process.do_output
+        do_output_held = process.do_output_held
         xb = con.xb
         peek = xb.backend.peek
         what = "read"
-        try:  # _socket_step's handling, once for the whole batch
+        try:  # EOF or an I/O error drops the socket, once for the whole batch
             for _ in range(SOCKET_BATCH):
                 what = "read"
                 do_input(con)
@@ -406,8 +402,7 @@ class Scheduler:
                 # can_input (quota-maxoutstanding) stops reading a client that
                 # never reads, as in the original.  Gathering them behind the
                 # unsent bytes would empty the queue on every batch: unbounded.
-                while xb.has_output() and not xb.has_old_output():
-                    do_output(con, True)  # nowait: the socket was not polled for POLLOUT
+                do_output_held(con)
                 if state != PEEK_DATA or not con.can_input():
                     return
         except (EndOfFile, OSError) as e:
@@ -436,12 +431,11 @@ class Scheduler:
         waits for the next POLLOUT.
         """
         xb = con.xb
-        do_output = self.process.do_output_nowait
         xb.hold_output()
         try:
-            while xb.has_output():
-                if not self._socket_step(con, do_output, "write"):
-                    return
+            if xb.has_old_output():  # its rest first (do_output logs the head packet then too)
+                self.process.do_output(con, True)
+            self.process.do_output_held(con)
         finally:
             self._release_socket(con)
 

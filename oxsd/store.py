@@ -565,6 +565,51 @@ class Store:
         self.root = Path.set_node(self.root, path, node)
         self.quota = Quota.merge(orig_quota, mod_quota, self.quota)
 
+    def write_below_parent(self, perm: Perms.Connection, path: Path,
+                           value: bytes) -> Optional[bool]:
+        """`write` in one walk of the tree when every ancestor of `path` exists.
+
+        None, with nothing checked or changed, when an ancestor is missing
+        (the caller creates them first, as process.ml's do_write does, then
+        writes); else whether the node was created.  The checks and their
+        order are `write`'s: quota (store.ml: write), then the permission
+        (path_write), so the errors are the same; `write` walks the path
+        three times for the same result (get_deepest_existing_node,
+        path_write, and the caller's parent test).
+        """
+        if not path:
+            return None
+        chain = []
+        node = self.root
+        for h in path[:-1]:
+            child = node.children.get(h)
+            if child is None:
+                return None
+            chain.append((node, child))
+            node = child
+        name = path[-1]
+        ent = node.children.get(name)
+        if ent is not None or perm.is_dom0():
+            self.quota.check(-1, len(value))  # size only
+        else:
+            self.quota.check(node.perms.owner, len(value))
+        activate = self.settings.perms_activate
+        if ent is not None:
+            Perms.check(perm, _W, ent.perms, activate)
+            new = Node(node.name, node.perms, node.value,
+                       _with_child(node.children, name, ent.set_value(value)))
+        else:
+            Perms.check(perm, _W, node.perms, activate)
+            new = node.add_child(Node.create(name, node.perms, value))
+        for parent, child in reversed(chain):
+            new = Node(parent.name, parent.perms, parent.value,
+                       _with_child(parent.children, child.name, new))
+        self.root = new
+        if ent is None:
+            self.quota = self.quota.add_entry(node.perms.owner)
+            return True
+        return False
+
     def write(self, perm: Perms.Connection, path: Path, value: bytes) -> None:
         node, existing = Path.get_deepest_existing_node(self.root, path)
         owner = node.perms.owner

@@ -302,6 +302,17 @@ class Transaction:
             self.set_write_lowpath(path if existed else path.get_parent())
         self.paths.append((Op.WRITE, path))
 
+    def write_below_parent(self, perm: Perms.Connection, path: Path, value: bytes) -> bool:
+        """`write` when every ancestor of `path` exists; False (nothing done) otherwise
+        (Store.write_below_parent: one walk of the tree)."""
+        created = self.store.write_below_parent(perm, path, value)
+        if created is None:
+            return False
+        if self.ty is not None:
+            self.set_write_lowpath(path.get_parent() if created else path)
+        self.paths.append((Op.WRITE, path))
+        return True
+
     def mkdir(self, perm: Perms.Connection, path: Path, with_watch: bool = True) -> None:
         self.store.mkdir(perm, path)
         if self.ty is not None:

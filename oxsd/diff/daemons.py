@@ -93,6 +93,7 @@ class DaemonSettings:
     extra_args: list[str] = field(default_factory=list)
     binary: str | None = None  # another oxenstored for the ``ocaml`` kind
     python: str | None = None  # the ``oxsd`` kind's interpreter (default: sys.executable)
+    source: str | None = None  # the ``oxsd`` kind's source tree (default: this one's REPO_ROOT)
     # argv the launcher runs under (it must exec the rest, keeping the pid), e.g.
     # ``unshare -m ... sh -c 'mount ... && exec "$@"'`` for a private tmpfs
     prefix: list[str] = field(default_factory=list)
@@ -402,7 +403,8 @@ def start_oxsd(scratch: Path, sim_dir: Path | None = None,
     if not settings.access_log:
         cmd.append("--no-access-log")
     cmd += settings.extra_args
-    pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    root = settings.source or str(REPO_ROOT)
+    pythonpath = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
     env = dict(os.environ, XENSTORED_RUNDIR=str(rundir / "xenstored"), PYTHONPATH=pythonpath)
     with open(scratch / "daemon.out", "ab") as out:
         proc = subprocess.Popen(settings.prefix + cmd, stdout=out, stderr=subprocess.STDOUT,
