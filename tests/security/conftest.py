@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from oxsd.diff.daemons import KINDS, DaemonSettings
-from oxsd.diff.runner import walk_tree
+from oxsd.diff.final_state import walk_tree
 
 XS_ERROR = 16
 XS_WATCH_EVENT = 15
