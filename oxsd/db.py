@@ -389,7 +389,10 @@ def from_channel_f(data: bytes, global_f: Callable[[str], None],
 
 @dataclass
 class CarriedTransaction:
-    """A `transaction` line, its connection found: recreated by `Process.restore_transactions`."""
+    """A `transaction` line, its connection found.
+
+    Recreated by `carried_transactions.py: restore_transactions`.
+    """
 
     con: "Connection"
     tid: int

@@ -6,7 +6,12 @@ from typing import Callable, Optional, Union
 from .compat import slotted_dataclass
 from .xb.packet import Packet as Request  # a request is an Xb packet: tid, rid, ty, data
 
-__all__ = ["Request", "Ack", "Reply", "Error", "Response", "response_equal"]
+__all__ = ["Request", "Ack", "Reply", "Error", "Response", "response_equal",
+           "DATA", "ACK", "DATA_OR_ACK", "NONE"]
+
+# How a handler's result becomes a Response (process.ml: reply_data, reply_ack,
+# reply_data_or_ack, reply_none): the first field of the dispatcher's table.
+DATA, ACK, DATA_OR_ACK, NONE = range(4)
 
 
 @slotted_dataclass

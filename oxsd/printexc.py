@@ -2,7 +2,7 @@
 
 The xenstored log prints exceptions the way the OCaml runtime does
 (`caught exn Failure("int_of_string")`, `Sys_error("<file>: <reason>")`,
-`Not_found`).  Used by the log's fallback handler (logging_), the DB dump
+`Not_found`).  Used by the logs (logging_, loggers), the DB dump
 reader (db) and the legacy disk reader (disk); a leaf module (it imports
 only oxsd.define), so none of them depends on another for it.
 """

@@ -8,6 +8,10 @@ only parses its arguments and calls the store through a transaction.
 Error mapping follows `input_handle_error`: Python exceptions stand in for
 OCaml's (`KeyError` for `Not_found`, `ValueError` for `Invalid_argument`
 and `Failure "int_of_string"`); anything else becomes EIO and is logged.
+
+What is not dispatch is mixed in: `transaction_end` (commit, conflict replay
+and blame), `carried_transactions` (live update's, oxsd only) and `control`
+(process.ml: do_debug's sub-commands).
 """
 from __future__ import annotations
 
@@ -20,14 +24,17 @@ from . import define as Define
 from . import perms as Perms
 from . import quota as Quota
 from . import utils as Utils
+from .carried_transactions import CarriedTransactions
 from .connection import Connection, UnknownTransaction
-from .history import History, HistoryRecord
+from .control import Control
+from .history import History
 from .live_update import LiveUpdate
 from .logging_ import exn_to_string
-from .packet import Ack, Error, Reply, Request, Response, response_equal
-from .stats import SAMPLE, STATS_COMMAND, DaemonStats, snapshot_json
+from .packet import ACK, DATA, DATA_OR_ACK, NONE, Ack, Error, Reply, Request, Response
+from .stats import SAMPLE, DaemonStats
 from .store import Path
 from .transaction import Transaction
+from .transaction_end import TransactionAgain, TransactionEnd
 from .xb.op import NEWER_OPS, Op
 from .xb.packet import HEADER
 from .xb.xb import BadConnection, Reconnect
@@ -41,10 +48,6 @@ if TYPE_CHECKING:
     from .transaction import TransactionRegistry
 
 log = logging.getLogger("oxsd.process")
-
-
-class TransactionAgain(Exception):
-    """EAGAIN: the commit conflicted."""
 
 
 class TransactionNested(Exception):
@@ -81,8 +84,6 @@ _ERRORS: Tuple[Tuple[type, str], ...] = (
 )
 _HANDLED = tuple(cls for cls, _ in _ERRORS)
 
-_OK = b"OK\0"
-
 
 def error_name(exn: BaseException) -> Optional[str]:
     for cls, name in _ERRORS:
@@ -101,14 +102,11 @@ def decode_path(raw: bytes) -> str:
     return raw.decode("latin-1")
 
 
-# Ops whose reply shape the dispatcher gives (reply_data, reply_ack, ...).
-DATA, ACK, DATA_OR_ACK, NONE = range(4)
-
 # Ops that change the store outside transactions and so are kept in history.
 RETAINED_IN_HISTORY = frozenset((Op.WRITE, Op.MKDIR, Op.RM, Op.SET_PERMS))
 
 
-class Process:
+class Process(TransactionEnd, CarriedTransactions, Control):
     """The request processor: owns the handlers and the state they share."""
 
     def __init__(self, *, store: "Store", cons: "Connections", doms: Optional["Domains"],
@@ -205,44 +203,9 @@ class Process:
         if not con.is_dom0() and not self.settings.allow_debug:
             return None
         try:
-            return self._debug_command(con, t, split(None, data))
+            return self.debug_command(con, t, split(None, data))
         except Exception:
             return None
-
-    def _debug_command(self, con: Connection, t: Transaction, args: List[bytes]) -> Optional[bytes]:
-        cmd = args[0]
-        if cmd == b"live-update":
-            if len(args) < 2:  # List.tl [] fails in the original: answer OK
-                return None
-            params = [a.decode("latin-1") for a in args[1:-1]]
-            result = self.live_update.parse_live_update(params)
-            return None if result is None else result.encode("latin-1")
-        if cmd == b"print" and len(args) >= 2:
-            self.access_log.xb_op(0, "=======>", Op.DEBUG, args[1])
-            return None
-        if cmd == b"quota" and len(args) >= 2:
-            domid = Utils.int_of_string(args[1].decode("latin-1"))
-            return t.get_store().quota.to_string(domid).encode("latin-1") + b"\0"
-        if cmd == b"watches":
-            return self.cons.debug().encode("latin-1") + b"\0"
-        if cmd == STATS_COMMAND and con.is_dom0():  # oxsd's own; others get the unknown's OK
-            return snapshot_json(self.cons, self.store, self.settings, self.stats)
-        if cmd == b"xenbus" and len(args) >= 2:
-            domid = Utils.int_of_string(args[1].decode("latin-1"))
-            c = self.cons.find_domain(domid)
-            s = ("xenbus: %s; overflow queue length: %d, can_input: %s, has_more_input: %s, "
-                 "has_old_output: %s, has_new_output: %s, has_more_work: %s. pending: %s" % (
-                     c.xb.debug(), c.source_pending_watchevents(), _b(c.can_input()),
-                     _b(c.has_more_input()), _b(c.has_old_output()), _b(c.has_new_output()),
-                     _b(c.has_more_work()), self.cons.debug_watchevents(c)))
-            return s.encode("latin-1")
-        if cmd == b"mfn" and len(args) >= 2:
-            domid = Utils.int_of_string(args[1].decode("latin-1"))
-            c = self.cons.find_domain(domid)
-            if c.dom is None:
-                return None
-            return b"%d\0" % c.dom.get_mfn()
-        return None
 
     def do_directory(self, con: Connection, t: Transaction, data: bytes) -> bytes:
         path = self.split_one_path(data, con)
@@ -421,176 +384,6 @@ class Process:
         else:
             raise InvalidCmdArgs()
 
-    # -- transactions ---------------------------------------------------
-    def start_transaction(self, con: Connection, store: "Store") -> int:
-        s = self.settings
-        limit = None if self.protocol is None else self.protocol.domain_limit(con, "transactions")
-        if limit is not None:  # a per-domain quota (level 4.22): C xenstored's check
-            if limit and len(con.transactions) >= limit:
-                raise Define.NoSpace()
-        elif (s.quota_transaction > 0 and not con.is_dom0()
-                and len(con.transactions) > s.quota_transaction):
-            raise Quota.TransactionOpened()
-        tid = con.valid_transaction_id(con.next_tid)
-        con.next_tid = tid + 1
-        con.transactions[tid] = self.txreg.make(tid, store)
-        self.access_log.start_transaction(tid, con.domstr)
-        return tid
-
-    def end_transaction(self, con: Connection, tid: int, commit: bool) -> bool:
-        """Close `tid`; on commit try the fast/coalesce path, then replay."""
-        trans = con.transactions.pop(tid)
-        self.access_log.end_transaction(tid, con.domstr)
-        if not commit:
-            return True
-        if trans.restore_failed:
-            return self._fail_restored(con, trans)
-        if self.txreg.commit(con.domstr, trans, self.access_log, self.disk_write):
-            return True
-        return self.transaction_replay(con, trans)
-
-    def record_commit(self, con: Connection, tid: int, before: "Store", after: "Store") -> None:
-        self.txreg.counter += 1
-        self.history.push(HistoryRecord(con, tid, before, after, self.txreg.counter))
-
-    def _perform(self, con: Connection, txn: Transaction, request: Request,
-                 response: Response, wlog: Optional[Tuple[int, str]]) -> None:
-        if wlog is not None:
-            self.access_log.xb_op(wlog[0], wlog[1], request.ty, request.data)
-        simple = self._simple.get(request.ty)
-        if simple is None:  # CONTROL, TRANSACTION_START... recorded in a transaction
-            log.error("called function_of_type_simple_op on operation %s", request.ty.name)
-            raise Define.InvalidArgument(request.ty.name)
-        kind, fct = simple
-        response2 = self.input_handle_error(kind, fct, con, txn, request)
-        if wlog is not None:
-            self._write_response_log(request.ty, wlog[0], wlog[1], response2)
-        if not response_equal(response, response2):
-            raise TransactionAgain()
-
-    def transaction_replay(self, c: Connection, t: Transaction) -> bool:
-        """Replay the recorded requests on the current store; commit if every reply matches."""
-        if t.ty is None:
-            log.error("attempted to replay a non-full transaction")
-            return False
-        txid = t.ty.id
-        cstore = t.ty.cstore
-        tid = self.start_transaction(c, cstore)
-        replay_t = self.txreg.make(tid, cstore, internal=True)
-        conname = f"r({txid}):{c.domstr}"
-        operations = t.get_operations()
-        try:
-            self.access_log.start_transaction(tid, conname)
-            for request, response in operations:
-                self._perform(c, replay_t, request, response, (tid, conname))
-            self.access_log.end_transaction(tid, conname)
-            return self.txreg.commit(conname, replay_t, self.access_log, self.disk_write)
-        except TransactionAgain:
-            self._apportion_blame(c, t, txid, operations)
-            return False
-        except Exception as exn:
-            log.info("transaction_replay %d caught: %s", tid, exn_to_string(exn))
-            return False
-        finally:
-            c.transactions.pop(tid, None)
-            self.access_log.end_transaction(tid, c.domstr)
-
-    # -- transactions carried across a live update (oxsd only) --------------
-    def response_of_packet(self, request: Request, pkt: Request) -> Response:
-        """The Response a dumped response packet stands for (inverse of db.response_packet)."""
-        if pkt.ty is Op.ERROR:
-            return Error(pkt.get_data().decode("latin-1"))
-        kind = self._table.get(request.ty, (ACK, None))[0]
-        if kind != DATA and pkt.data == _OK:
-            return Ack(None)
-        return Reply(pkt.data)
-
-    def restore_transactions(self, carried) -> None:
-        """Recreate every transaction of a live-update dump (db.CarriedTransaction list)."""
-        for c in carried:
-            try:
-                self.restore_transaction(c.con, c.tid, c.next_tid, c.operations)
-            except Exception as exn:  # a dump is never trusted: skip what cannot be rebuilt
-                log.warning("Live reload: cannot restore transaction %d of %s: %s",
-                            c.tid, c.con.domstr, exn_to_string(exn))
-
-    def restore_transaction(self, con: Connection, tid: int, next_tid: int,
-                            operations: List[Tuple[Request, Request]]) -> Transaction:
-        """Open transaction `tid` on `con` again, on the live store, by replaying its requests.
-
-        Each recorded request goes through the conflict replay's step
-        (`_perform`: simple ops only, the same handlers, responses compared
-        byte for byte).  If any response differs, or an op cannot be replayed,
-        the transaction still opens (the rest of its requests are replayed,
-        so it reads its own writes as far as they apply) but is marked
-        `restore_failed`: its commit gives EAGAIN, as a failed replay would.
-        Nothing is access-logged (these are no client requests; the access
-        log is not open yet anyway) and no watch fires (id != 0).  Its quota
-        snapshot, start time and commit-counter start are those of now; its
-        `operations` are the recorded ones (a later conflict replay uses them).
-        """
-        if tid in con.transactions:
-            raise Define.AlreadyExist()
-        recorded = [(request, self.response_of_packet(request, pkt)) for request, pkt in operations]
-        t = self.txreg.make(tid, self.store)
-        failed = False
-        for request, response in recorded:
-            try:
-                self._perform(con, t, request, response, None)
-            except TransactionAgain:
-                failed = True
-            except Exception as exn:
-                log.info("restoring transaction %d of %s: %s", tid, con.domstr, exn_to_string(exn))
-                failed = True
-        t.operations = recorded
-        t.restore_failed = failed
-        con.transactions[tid] = t
-        con.next_tid = next_tid
-        if failed:
-            log.warning("Live reload: transaction %d of %s differs on the restored store: "
-                        "its commit will fail", tid, con.domstr)
-        return t
-
-    def _fail_restored(self, con: Connection, t: Transaction) -> bool:
-        """The commit of a carried transaction whose restore replay differed: a failed replay."""
-        tid = t.get_id()
-        self.access_log.conflict(tid, con.domstr)
-        self.txreg.failed_commits += 1
-        # Its conflict happened before the update: the history cannot hold the culprit.
-        log.debug("Found no culprit for conflict in r(%d):%s: must be self or not in history.",
-                  tid, con.domstr)
-        self.txreg.failed_commits_no_culprit += 1
-        return False
-
-    def _apportion_blame(self, c: Connection, t: Transaction, txid: int, operations) -> None:
-        self.txreg.failed_commits += 1
-        victim = c.domstr
-        log.debug("Apportioning blame for EAGAIN in txn %d, domain=%s", txid, victim)
-
-        def can_apply_on(store: "Store") -> bool:
-            trial = self.txreg.make(0, store.copy(), internal=True)
-            try:
-                for request, response in operations:
-                    self._perform(c, trial, request, response, None)
-                return True
-            except TransactionAgain:
-                return False
-
-        def judge_and_sentence(rec: HistoryRecord) -> bool:
-            if can_apply_on(rec.before) and not can_apply_on(rec.after):
-                log.debug("Blaming domain %s for conflict with domain %s txn %d",
-                          rec.con.domstr, victim, txid)
-                if rec.con.dom is not None and self.doms is not None:
-                    self.doms.decr_conflict_credit(rec.con.dom)
-                return True
-            return False
-
-        guilty = self.history.filter_connections(c, t.start_count, judge_and_sentence)
-        if not guilty:
-            log.debug("Found no culprit for conflict in r(%d):%s: must be self or not in history.",
-                      txid, victim)
-            self.txreg.failed_commits_no_culprit += 1
-
     # -- dispatch -------------------------------------------------------
     def input_handle_error(self, kind: int, fct: Callable, con: Connection, t: Transaction,
                            req: Request) -> Response:
@@ -609,14 +402,6 @@ class Process:
             return fct(con, t, req.data)
         except _HANDLED as exn:
             return Error(error_name(exn))
-
-    def _write_response_log(self, ty: Op, tid: int, conname: str, response: Response) -> None:
-        if isinstance(response, Ack):
-            self.access_log.xb_answer(tid, conname, ty, b"")
-        elif isinstance(response, Reply):
-            self.access_log.xb_answer(tid, conname, ty, response.data)
-        else:
-            self.access_log.xb_answer(tid, conname, Op.ERROR, response.name.encode())
 
     def process_packet(self, con: Connection, req: Request) -> None:
         """Handle one request completely; never raises (errors become EIO)."""
@@ -842,5 +627,3 @@ class Process:
         self.cons.del_watches(con)
         log.info("%s reconnection complete", con.domstr)
 
-
-_b = Utils.string_of_bool

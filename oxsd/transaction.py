@@ -33,9 +33,9 @@ Public API:
   (chronological list of (request, response)), `quota_reached`,
   `read_lowpath`, `write_lowpath`, `restore_failed` (oxsd only: a
   transaction carried across a live update whose replay on the restored
-  store differed, see `Process.restore_transaction`); methods `get_id()`,
-  `get_store()`, `get_paths()` (newest first, like the OCaml list), `get_root()`,
-  `is_read_only()`, `add_wop(op, path)`, `get_operations()` (oldest first),
+  store differed, see `carried_transactions.py: restore_transaction`);
+  methods `get_id()`, `get_store()`, `get_paths()` (newest first, like the
+  OCaml list), `get_root()`, `is_read_only()`, `add_wop(op, path)`, `get_operations()` (oldest first),
   `check_quota_exn(perm)`, `add_operation(req, resp)`,
   `set_read_lowpath(p)`, `set_write_lowpath(p)`, `path_exists(path)`,
   `write(perm, path, value)`, `mkdir(perm, path, with_watch=True)`,

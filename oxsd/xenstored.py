@@ -1,7 +1,12 @@
 """Start-up, shutdown and signals of the daemon (port of xenstored.ml's main).
 
-The original's long `main` is split into the start-up steps of xenstored.ml: main,
-each a small function, and the loop itself lives in `scheduler.py`.
+The original's long `main` is split into its steps, each a small function:
+`main` parses and configures, `open_listening_socket`, `detach_or_announce`
+(daemonize and pid files), `start_up` (`build_daemon`: `make_process`, then
+`restore_from_dump` for --restart or `regular_startup`; the -T tracer,
+`install_signal_handlers`, the access log), `run` (the loop, whose body is
+`scheduler.Scheduler.main_loop`, and the dump at its end) and
+`launch_live_update` (the exec).
 """
 from __future__ import annotations
 
@@ -11,18 +16,28 @@ import os
 import signal
 import socket
 import sys
+import traceback
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
+from . import db as DB
+from . import disk as Disk
 from . import paths as Paths
 from . import perms as Perms
+from . import stdext as Stdext
+from . import systemd as Systemd
 from . import utils as Utils
-from .config import Settings
+from .config import ConfigError, Settings
 from .connections import Connections
+from .domains import Domains
+from .event import Event
 from .history import History
+from .live_update import LiveUpdate
+from .logging_ import (AccessLog, exn_to_string, fallback_exception_handler,
+                       setup_xenstored_log, xenstored_log_handler)
 from .parse_arg import CmdLine, parse
-from .process import LiveUpdate, Process
-from .ring import UnsupportedHost
+from .process import Process
+from .ring import UnsupportedHost, require_supported_host
 from .scheduler import Scheduler
 from .store import Path, Store
 from .transaction import TransactionRegistry
@@ -106,7 +121,6 @@ def load_settings(cf: CmdLine) -> Settings:
 def open_hypervisor(cf: CmdLine):
     """The hypervisor backend: the simulation with --sim, else /dev/xen; None without Xen."""
     from .backend import open_backend
-    from .ring import require_supported_host
     require_supported_host()  # before any ring page is mapped (sim or real)
     if cf.sim:
         # Like the reference's launcher: create the sim dir if needed, and free
@@ -127,8 +141,6 @@ def open_hypervisor(cf: CmdLine):
 
 def config_test(cf: CmdLine) -> int:
     """--config-test: strict validation; errors exit 2 as the uncaught Config.Error does."""
-    from .config import ConfigError
-    from .logging_ import fallback_exception_handler
     conf = config_filename(cf)
     try:
         Settings.load(conf, strict=True)
@@ -140,33 +152,57 @@ def config_test(cf: CmdLine) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from . import db as DB
-    from .logging_ import AccessLog
-    from . import stdext as Stdext
-    from . import systemd as Systemd
-
+    """xenstored.ml: main: configure, open the socket, detach, start up, run the loop, exit."""
     argv = list(sys.argv if argv is None else argv)
     cf = parse(argv)
     if cf.config_test:
         return config_test(cf)
     settings = load_settings(cf)
-    pidfile = settings.pid_file
+    prepare_pidfile_dir(settings.pid_file)
+    try:
+        listen_sock = open_listening_socket(cf, argv)
+        detach_or_announce(cf, settings.pid_file, listen_sock)
+        daemon = start_up(cf, settings, listen_sock, argv)
+    except StartupFailed:
+        return 2
+    Systemd.sd_notify_ready()
+    live = run(daemon, cf)
+    log.info("stopping xenstored")
+    for p in (settings.pid_file, cf.pidfile):
+        if p:
+            Stdext.unlink_safe(p)
+    if live:
+        launch_live_update(daemon)
+    return 0
+
+
+class StartupFailed(Exception):
+    """A start-up step the original dies of (exit 2); its message is already written."""
+
+
+def prepare_pidfile_dir(pidfile: str) -> None:
     Stdext.raise_nofile_limit()
     try:
         Stdext.mkdir_rec(os.path.dirname(pidfile), 0o755)
     except OSError:
         pass
 
-    listen_sock = None
-    if not (cf.disable_socket or cf.live_reload):
-        sock_path = Paths.xs_daemon_socket()
-        try:
-            listen_sock = create_unix_socket(sock_path)
-        except OSError as e:  # the original wraps this step in Unix.handle_unix_error
-            print(unix_error_message(argv[0] if argv else "", e, sock_path), file=sys.stderr,
-                  flush=True)
-            return 2
 
+def open_listening_socket(cf: CmdLine, argv: List[str]) -> Optional[socket.socket]:
+    """The unix socket, unless disabled or inherited (live reload: it comes with the dump)."""
+    if cf.disable_socket or cf.live_reload:
+        return None
+    sock_path = Paths.xs_daemon_socket()
+    try:
+        return create_unix_socket(sock_path)
+    except OSError as e:  # the original wraps this step in Unix.handle_unix_error
+        print(unix_error_message(argv[0] if argv else "", e, sock_path), file=sys.stderr,
+              flush=True)
+        raise StartupFailed() from e
+
+
+def detach_or_announce(cf: CmdLine, pidfile: str, listen_sock: Optional[socket.socket]) -> None:
+    """Daemonize (the launcher returns once the pid files exist), or print the banner."""
     def write_pidfiles() -> None:
         try:
             Stdext.pidfile_write(pidfile)
@@ -182,23 +218,39 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(BANNER, flush=True)
         write_pidfiles()
 
+
+def start_up(cf: CmdLine, settings: Settings, listen_sock: Optional[socket.socket],
+             argv: List[str]) -> "Daemon":
+    """The daemon built, then its -T tracer, its signal handlers and its access log."""
     try:
         daemon = build_daemon(cf, settings, listen_sock, argv)
     except UnsupportedHost as e:
         print(f"{argv[0] if argv else 'oxenstored'}: {e}", file=sys.stderr, flush=True)
         log.error("%s", e)
-        return 2
+        raise StartupFailed() from e
     except (DB.BadFormat, EOFError, OSError) as e:
         # A dump without its header line, or a log file that cannot be opened, is fatal,
         # as the original's uncaught Bad_format / Sys_error.
-        from .logging_ import fallback_exception_handler
         fallback_exception_handler(e, e.__traceback__)
-        return 2
+        raise StartupFailed() from e
     if cf.tracefile:  # -T FILE: every packet in and out, as a replayable scenario
         from .trace import open_tracer
         open_tracer(cf.tracefile, argv).install(daemon)
+    install_signal_handlers(daemon)
+    if cf.activate_access_log:
+        # Rotating the access log also writes the state dump (the original's hook).
+        try:
+            access_log = AccessLog(settings, True, post_rotate=lambda: _dump_at_rotation(daemon))
+        except OSError as e:  # the original dies of the uncaught Sys_error (exit 2)
+            fallback_exception_handler(e, e.__traceback__)
+            raise StartupFailed() from e
+        daemon.set_access_log(access_log)
+    return daemon
+
+
+def install_signal_handlers(daemon: "Daemon") -> None:
+    """SIGTERM ends the loop, SIGHUP reopens the logs, SIGUSR1 dumps the store; SIGPIPE ignored."""
     sched = daemon.scheduler
-    access_log = daemon.access_log
 
     def on_term() -> None:
         log.info("Received SIGTERM")
@@ -208,26 +260,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     sched.install_signal(signal.SIGHUP, lambda: _sighup(daemon.access_log))
     sched.install_signal(signal.SIGUSR1, lambda: _sigusr1(daemon.store))
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-
-    if cf.activate_access_log:
-        # Rotating the access log also writes the state dump (the original's hook).
-        try:
-            access_log = AccessLog(settings, True, post_rotate=lambda: _dump_at_rotation(daemon))
-        except OSError as e:  # the original dies of the uncaught Sys_error (exit 2)
-            from .logging_ import fallback_exception_handler
-            fallback_exception_handler(e, e.__traceback__)
-            return 2
-        daemon.set_access_log(access_log)
-
-    Systemd.sd_notify_ready()
-    live = run(daemon, cf)
-    log.info("stopping xenstored")
-    for p in (pidfile, cf.pidfile):
-        if p:
-            Stdext.unlink_safe(p)
-    if live:
-        launch_live_update(daemon)
-    return 0
 
 
 @dataclass
@@ -256,9 +288,44 @@ class Daemon:
 def build_daemon(cf: CmdLine, settings: Settings, listen_sock: Optional[socket.socket],
                  argv: List[str]) -> Daemon:
     """Steps 8-12 of xenstored.ml: main: store, logs, specials, restore or domains + dom0's ring, /tool."""
-    from . import db as DB
-    from . import disk as Disk
-    from .logging_ import AccessLog, setup_xenstored_log
+    process = make_process(settings, argv)
+    loop: List[Scheduler] = []  # the scheduler, once built (conflict-pause callback)
+    hv = open_hypervisor(cf)
+
+    def domains_init(event: Event) -> Domains:
+        """Domains.init on an event-channel handle (fresh, or inherited through exec)."""
+        return Domains(event, hv, settings,
+                       lambda: loop[0].advance_next_frequent_ops() if loop else None)
+
+    spare: List[socket.socket] = []
+    carried: List[DB.CarriedTransaction] = []  # transactions of a forced live update
+    db_path = Paths.xs_daemon_database()
+    if cf.restart and os.path.exists(db_path):
+        restored = restore_from_dump(process, domains_init, hv, listen_sock, db_path)
+        if listen_sock is not None and restored.listen_sock is not listen_sock:
+            spare.append(listen_sock)  # the fresh socket stays open, unused [quirk]
+        # The dumped socket replaces the fresh one; without a valid one there
+        # is no listening socket at all (as the original).
+        listen_sock = restored.listen_sock
+        doms = restored.doms
+        carried = restored.transactions
+    else:
+        doms = regular_startup(cf, process, domains_init, hv)
+    event = doms.eventchn if doms is not None else None
+    process.doms = doms
+    sched = Scheduler(store=process.store, cons=process.cons, doms=doms, process=process,
+                      settings=settings, history=process.history, listen_sock=listen_sock,
+                      event=event, poll_evtchn=cf.domain_init and event is not None)
+    loop.append(sched)
+    write_tool_node(process.store, process.live_update.state.binary)
+    if carried:  # after the last change of the restored store: they start on it
+        process.restore_transactions(carried)
+    return Daemon(settings, process.store, process.cons, process, sched, process.access_log,
+                  spare)
+
+
+def make_process(settings: Settings, argv: List[str]) -> Process:
+    """The store, the xenstored log, the connections and the request processor (access log off)."""
     store = Store.create(settings)
     txreg = TransactionRegistry(settings)
     history = History(txreg)
@@ -276,58 +343,39 @@ def build_daemon(cf: CmdLine, settings: Settings, listen_sock: Optional[socket.s
     if settings.protocol_level != "4.17":
         from .protocol_level import install
         install(process)
-    loop: List[Scheduler] = []  # the scheduler, once built (conflict-pause callback)
-    from .domains import Domains
-    from .event import Event
-    hv = open_hypervisor(cf)
+    return process
 
-    def domains_init(event: "Event") -> "Domains":
-        """Domains.init on an event-channel handle (fresh, or inherited through exec)."""
-        return Domains(event, hv, settings,
-                       lambda: loop[0].advance_next_frequent_ops() if loop else None)
 
-    spare: List[socket.socket] = []
-    carried: List["DB.CarriedTransaction"] = []  # transactions of a forced live update
-    db_path = Paths.xs_daemon_database()
-    if cf.restart and os.path.exists(db_path):
-        # A dumped fd number that is our fresh socket reuses that object.
-        owned = {listen_sock.fileno(): listen_sock} if listen_sock is not None else None
-        restored = DB.from_file(store, cons, domains_init, hv, db_path, owned,
-                                process.protocol.restore_line if process.protocol else None)
-        if listen_sock is not None and restored.listen_sock is not listen_sock:
-            spare.append(listen_sock)  # the fresh socket stays open, unused [quirk]
-        # The dumped socket replaces the fresh one; without a valid one there
-        # is no listening socket at all (as the original).
-        listen_sock = restored.listen_sock
-        if listen_sock is not None:
-            listen_sock.setblocking(False)  # the loop accepts until EAGAIN
-        doms = restored.doms
-        carried = restored.transactions
-        log.info("Live reload: database loaded")
-        live_update.completed()
-    else:
-        log.info("No live reload: regular startup")
-        doms = domains_init(Event.init(hv.open_evtchn())) if hv is not None else None
-        if settings.persistent:
-            log.info("reading store from disk")
-            Disk.read(store)
-        init_store_tree(store)
-        if cf.domain_init and doms is not None:
-            cons.add_domain(doms.create0())
-    event = doms.eventchn if doms is not None else None
-    process.doms = doms
-    sched = Scheduler(store=store, cons=cons, doms=doms, process=process, settings=settings,
-                      history=history, listen_sock=listen_sock, event=event,
-                      poll_evtchn=cf.domain_init and event is not None)
-    loop.append(sched)
-    write_tool_node(store, live_update.state.binary)
-    if carried:  # after the last change of the restored store: they start on it
-        process.restore_transactions(carried)
-    return Daemon(settings, store, cons, process, sched, access_log, spare)
+def restore_from_dump(process: Process, domains_init: Callable[[Event], Domains], hv,
+                      listen_sock: Optional[socket.socket], db_path: str) -> DB.Restored:
+    """--restart with a dump (xenstored.ml: main's `if cf.restart`): DB.from_file."""
+    # A dumped fd number that is our fresh socket reuses that object.
+    owned = {listen_sock.fileno(): listen_sock} if listen_sock is not None else None
+    protocol = process.protocol
+    restored = DB.from_file(process.store, process.cons, domains_init, hv, db_path, owned,
+                            protocol.restore_line if protocol else None)
+    if restored.listen_sock is not None:
+        restored.listen_sock.setblocking(False)  # the loop accepts until EAGAIN
+    log.info("Live reload: database loaded")
+    process.live_update.completed()
+    return restored
+
+
+def regular_startup(cf: CmdLine, process: Process, domains_init: Callable[[Event], Domains],
+                    hv) -> Optional[Domains]:
+    """No dump: the domains (when Xen is there), the persistent store, /local, dom0's ring."""
+    log.info("No live reload: regular startup")
+    doms = domains_init(Event.init(hv.open_evtchn())) if hv is not None else None
+    if process.settings.persistent:
+        log.info("reading store from disk")
+        Disk.read(process.store)
+    init_store_tree(process.store)
+    if cf.domain_init and doms is not None:
+        process.cons.add_domain(doms.create0())
+    return doms
 
 
 def _sighup(access_log) -> None:
-    from .logging_ import xenstored_log_handler
     handler = xenstored_log_handler()
     if handler is not None:
         handler.restart()
@@ -344,7 +392,6 @@ def _sigusr1(store: Store) -> None:
 
 
 def dump_db(daemon: "Daemon", with_socket: bool = True, with_transactions: bool = False) -> None:
-    from . import db as DB
     sched = daemon.scheduler
     protocol = daemon.process.protocol
     DB.to_file(daemon.store, daemon.cons, sched.listen_sock if with_socket else None,
@@ -355,7 +402,6 @@ def dump_db(daemon: "Daemon", with_socket: bool = True, with_transactions: bool 
 def _dump_at_rotation(daemon: "Daemon") -> None:
     """The access log's post-rotate hook.  A dump that fails is said once per rotation
     (the original's access log swallows it silently, docs/deviations.md)."""
-    from .logging_ import exn_to_string
     try:
         dump_db(daemon, False)
     except OSError as exc:
@@ -372,7 +418,6 @@ def run(daemon: "Daemon", cf: CmdLine) -> bool:
     leaves at once (`LiveUpdate.carries_transactions`); the new process
     recreates them.  The original's -F keeps looping until they end.
     """
-    from .logging_ import exn_to_string
     sched = daemon.scheduler
     live_update = daemon.process.live_update
     live = False
@@ -395,7 +440,6 @@ def run(daemon: "Daemon", cf: CmdLine) -> bool:
                 carry = carrying
                 sched.quit = True
         except Exception as exc:
-            import traceback
             log.error("caught exception %s: %s", exn_to_string(exc), traceback.format_exc())
             if cf.reraise_top_level:
                 raise

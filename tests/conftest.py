@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -74,24 +75,54 @@ def _need(request, kind: str) -> None:
 
 @pytest.fixture
 def start(request):
-    """Factory: start(kind, settings=None) -> a running Daemon, stopped and
-    its scratch dir removed at teardown."""
-    started = []
+    """Factory: start(kind, settings=None, prepare=None) -> a running Daemon, stopped and
+    its scratch dir removed at teardown.  `prepare(scratch)` runs before the daemon
+    starts (to leave files in its run dir: support.rundir.leave_dump)."""
+    started: list[tuple[Path, object]] = []  # (scratch, daemon or None if it did not start)
 
-    def _start(kind: str, settings: DaemonSettings | None = None):
+    def _start(kind: str, settings: DaemonSettings | None = None,
+               prepare: Callable[[Path], None] | None = None):
         _need(request, kind)
         scratch = make_scratch(f"oxt-{kind[:2]}-")
+        started.append((scratch, None))
+        if prepare is not None:
+            prepare(scratch)
         try:
             daemon = start_daemon(kind, scratch, settings=settings)
         except DaemonError as e:
             pytest.fail(f"cannot start the {kind} daemon: {e}", pytrace=False)
-        started.append(daemon)
+        started[-1] = (scratch, daemon)
         return daemon
 
     yield _start
-    for daemon in started:
-        daemon.stop()
-        shutil.rmtree(daemon.scratch, ignore_errors=True)
+    for scratch, daemon in started:
+        if daemon is not None:
+            daemon.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+@pytest.fixture
+def start_fatal(request):
+    """Factory: start_fatal(kind, settings, prepare=None, timeout=15.0) -> the message of
+    the DaemonError a daemon that must not start fails with (the test fails if it starts)."""
+    def _start_fatal(kind: str, settings: DaemonSettings,
+                     prepare: Callable[[Path], None] | None = None,
+                     timeout: float = 15.0) -> str:
+        _need(request, kind)
+        scratch = make_scratch(f"oxt-{kind[:2]}-")
+        try:
+            if prepare is not None:
+                prepare(scratch)
+            try:
+                daemon = start_daemon(kind, scratch, settings=settings, timeout=timeout)
+            except DaemonError as e:
+                return str(e)
+            daemon.stop()
+            pytest.fail(f"the {kind} daemon started", pytrace=False)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    return _start_fatal
 
 
 @pytest.fixture(params=KINDS)

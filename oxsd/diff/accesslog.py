@@ -89,76 +89,88 @@ def _split(line: str) -> tuple[str, str, str] | None:
 
 def import_access_log(text: str, source: str = "") -> str:
     """Scenario text for an access log (see the module doc for what is lost)."""
-    out = ["# imported from an access log" + (f": {source}" if source else ""),
-           "# lost: read/special/transaction ops unless logged, replies, NUL vs space,",
-           "# req_ids, long data (see oxsd/diff/accesslog.py)"]
-    opened: set[str] = set()
-    txs: dict[str, set[int]] = {}
+    importer = _Importer(text.splitlines())
+    importer.out += ["# imported from an access log" + (f": {source}" if source else ""),
+                     "# lost: read/special/transaction ops unless logged, replies, NUL vs space,",
+                     "# req_ids, long data (see oxsd/diff/accesslog.py)"]
+    for i in range(len(importer.lines)):
+        importer.line(i)
+    return "\n".join(importer.out) + "\n"
 
-    def ensure(name: str) -> None:
-        if name not in opened:
-            opened.add(name)
-            out.append(f"conn {name}")
 
-    lines = text.splitlines()
-    fields = [_split(line) for line in lines]
+class _Importer:
+    """The scenario lines of an access log, one log line at a time."""
 
-    def committed(i: int, con: str) -> bool:
-        """Whether the ``t end`` at line i committed: a commit writes its
-        ``commit``/``conflict``/``coalesce`` line for the same ``A<n>.<tid>``
-        next; an abort writes nothing more."""
-        for later in fields[i + 1:]:
-            if later and later[0] == con:
-                return later[1] in _COMMIT_TYPES
-        return False
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+        self.fields = [_split(line) for line in lines]
+        self.out: list[str] = []
+        self.opened: set[str] = set()        # socket connections open in the scenario
+        self.txs: dict[str, set[int]] = {}   # their open transactions
 
-    def end(name: str, tid: int, commit: bool, note: str = "") -> None:
-        txs[name].discard(tid)
-        out.append(format_request(name, OP_CODES["TRANSACTION_END"], tid, 0,
-                                  b"T\0" if commit else b"F\0").replace(" rid=0", "") + note)
-
-    for i, (line, parts) in enumerate(zip(lines, fields)):
-        lineno = i + 1
+    def line(self, i: int) -> None:
+        line, parts = self.lines[i], self.fields[i]
         m = _CON.match(parts[0]) if parts else None
         if parts is None or m is None or m.group(1) or m.group(2) == "D":
-            out.append(f"# {line}")
-            continue
+            self.out.append(f"# {line}")  # ring connections, replays, unparsed lines
+            return
         _, kind, number, tid_text = m.groups()
         name, (_, t, data) = f"A{number}", parts
         tid = int(tid_text) if tid_text else 0
         raw = unescape_ocaml(data)
-        open_txs = txs.setdefault(name, set())
+        open_txs = self.txs.setdefault(name, set())
         if t == "newconn":
-            ensure(name)
+            self.ensure(name)
         elif t == "endconn":
-            if name in opened:
-                out.append(f"{name}: close")
-                opened.discard(name)
+            if name in self.opened:
+                self.out.append(f"{name}: close")
+                self.opened.discard(name)
         elif t in ("error", "w event"):
-            out.append(f'#   {name} <- {"ERROR" if t == "error" else "WATCH_EVENT"} {data}')
+            self.out.append(f'#   {name} <- {"ERROR" if t == "error" else "WATCH_EVENT"} {data}')
         elif t == "w notfired":
-            out.append(f"# {line}")
+            self.out.append(f"# {line}")
         elif t == "t start":
-            ensure(name)
-            open_txs.add(tid)
-            out.append(format_request(name, OP_CODES["TRANSACTION_START"], 0, 0, b"\0",
-                                      new_tx=tid).replace(" rid=0", ""))
+            self.ensure(name)
+            self.start(name, tid)
         elif t == "t end":
             if tid in open_txs:
-                end(name, tid, committed(i, parts[0]))
+                self.end(name, tid, self.committed(i, parts[0]))
         elif t in _COMMIT_TYPES:
             if t != "commit":
-                out.append(f"# {line}")
+                self.out.append(f"# {line}")
             if tid in open_txs:  # no t end lines: access-log-transactions-ops is off
-                end(name, tid, True, f"  # inferred from {t}")
+                self.end(name, tid, True, f"  # inferred from {t}")
         else:
-            ensure(name)
-            if tid and tid not in open_txs:
-                open_txs.add(tid)
-                out.append(format_request(name, OP_CODES["TRANSACTION_START"], 0, 0, b"\0",
-                                          new_tx=tid).replace(" rid=0", "")
-                           + "  # inferred")
-            op = _REQUEST_TYPES[t]
-            out.append(format_request(name, OP_CODES[op], tid, 0, _payload(op, raw))
-                       .replace(" rid=0", "") + f"  # log line {lineno}")
-    return "\n".join(out) + "\n"
+            self.request(name, tid, _REQUEST_TYPES[t], raw, i + 1)
+
+    def ensure(self, name: str) -> None:
+        if name not in self.opened:
+            self.opened.add(name)
+            self.out.append(f"conn {name}")
+
+    def request(self, name: str, tid: int, op: str, raw: bytes, lineno: int) -> None:
+        self.ensure(name)
+        if tid and tid not in self.txs[name]:
+            self.start(name, tid, "  # inferred")
+        self.out.append(format_request(name, OP_CODES[op], tid, 0, _payload(op, raw))
+                        .replace(" rid=0", "") + f"  # log line {lineno}")
+
+    def start(self, name: str, tid: int, note: str = "") -> None:
+        self.txs[name].add(tid)
+        self.out.append(format_request(name, OP_CODES["TRANSACTION_START"], 0, 0, b"\0",
+                                       new_tx=tid).replace(" rid=0", "") + note)
+
+    def end(self, name: str, tid: int, commit: bool, note: str = "") -> None:
+        self.txs[name].discard(tid)
+        self.out.append(format_request(name, OP_CODES["TRANSACTION_END"], tid, 0,
+                                       b"T\0" if commit else b"F\0").replace(" rid=0", "")
+                        + note)
+
+    def committed(self, i: int, con: str) -> bool:
+        """Whether the ``t end`` at line i committed: a commit writes its
+        ``commit``/``conflict``/``coalesce`` line for the same ``A<n>.<tid>``
+        next; an abort writes nothing more."""
+        for later in self.fields[i + 1:]:
+            if later and later[0] == con:
+                return later[1] in _COMMIT_TYPES
+        return False

@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     return _diff_main(argv)
 
 
-def _diff_main(argv: list[str]) -> int:
+def _diff_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="oxsd-diff", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("paths", nargs="+", help=f"scenario files or directories of *{SUFFIX}")
@@ -212,6 +212,11 @@ def _diff_main(argv: list[str]) -> int:
                     help="skip scenarios with ring guests instead of running them on oxsd.sim")
     ap.add_argument("--keep", action="store_true", help="keep scratch dirs")
     ap.add_argument("-q", "--quiet", action="store_true", help="only report differences")
+    return ap
+
+
+def _diff_main(argv: list[str]) -> int:
+    ap = _diff_parser()
     args = ap.parse_args(argv)
     kinds = tuple(args.kinds.split(","))
     if len(kinds) != 2 or not set(kinds) <= set(KINDS):
@@ -228,30 +233,10 @@ def _diff_main(argv: list[str]) -> int:
         print(corpus_table(scenarios))
         return 0
     guests = SimGuests()
+    counts: Counter[str] = Counter()
     status = 0
-    counts = {"identical": 0, "differ": 0, "skipped": 0, "failed": 0}
     for scn in scenarios:
-        if scn.needs_guests and args.no_guests:
-            print(f"{scn.path}: skipped (needs ring guests)")
-            counts["skipped"] += 1
-            continue
-        backend = guests if scn.needs_guests else None
-        try:
-            if args.show:
-                print(format_recording(record(args.show, scn, backend, keep=args.keep,
-                                              binary=args.ocaml_binary)))
-                continue
-            cmp = diff_scenario(scn, kinds, backend, keep=args.keep, binary=args.ocaml_binary)
-        except DaemonError as e:
-            print(f"{scn.path}: cannot run: {e}", file=sys.stderr)
-            counts["failed"] += 1
-            status = 2
-            continue
-        counts["identical" if cmp.identical else "differ"] += 1
-        if not cmp.identical:
-            status = max(status, 1)
-        if not (args.quiet and cmp.identical):
-            print(cmp.report(), flush=True)
+        status = max(status, _run_one(scn, args, kinds, guests, counts))
     if not args.show:
         line = (f"{len(scenarios)} scenarios, {counts['identical']} identical, "
                 f"{counts['differ']} differ")
@@ -260,3 +245,27 @@ def _diff_main(argv: list[str]) -> int:
                 line += f", {counts[key]} {key}"
         print(line)
     return status
+
+
+def _run_one(scn: Scenario, args: argparse.Namespace, kinds: tuple[str, ...],
+             guests: GuestBackend, counts: Counter[str]) -> int:
+    """Run (or --show) one scenario, print its report, count it; its exit status."""
+    if scn.needs_guests and args.no_guests:
+        print(f"{scn.path}: skipped (needs ring guests)")
+        counts["skipped"] += 1
+        return 0
+    backend = guests if scn.needs_guests else None
+    try:
+        if args.show:
+            print(format_recording(record(args.show, scn, backend, keep=args.keep,
+                                          binary=args.ocaml_binary)))
+            return 0
+        cmp = diff_scenario(scn, kinds, backend, keep=args.keep, binary=args.ocaml_binary)
+    except DaemonError as e:
+        print(f"{scn.path}: cannot run: {e}", file=sys.stderr)
+        counts["failed"] += 1
+        return 2
+    counts["identical" if cmp.identical else "differ"] += 1
+    if not (args.quiet and cmp.identical):
+        print(cmp.report(), flush=True)
+    return 0 if cmp.identical else 1

@@ -252,7 +252,7 @@ def _periodic_info(line: str) -> str | None:
 
 
 def split_xenstored_log(lines: list[str]) -> dict[str, list[str]]:
-    """A masked xenstored log (runner.mask_xenstored_log) as the parts that
+    """A masked xenstored log (masks.mask_xenstored_log) as the parts that
     are compared (XLOG_PARTS).
 
     Periodic operations run every 15 s of idle time: the first run, at
@@ -302,7 +302,7 @@ XLOG_DIFF_LINES = 80
 
 def compare_xenstored_logs(la: list[str], lb: list[str], ka: str, kb: str,
                            level: str = "") -> list[Difference]:
-    """The xenstored logs (masked by runner.mask_xenstored_log): each part of
+    """The xenstored logs (masked by masks.mask_xenstored_log): each part of
     split_xenstored_log as a unified diff (headed by the log level if given)."""
     if la == lb:
         return []

@@ -16,30 +16,24 @@ Determinism rules (what makes two recordings comparable):
 """
 from __future__ import annotations
 
-import os
 import re
 import selectors
 import time
-from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 from .daemons import Daemon
+from .final_state import count_lines, final_queries, sim_ports
+from .masks import MASKED, MASKED_NODES, mask_access_log, mask_xenstored_log, read_dump
 from .scenario import Scenario, Step, Var
-from .wire import Packet, PacketReader, SocketConn, encode_request, escape, op_code
+from .wire import Packet, PacketReader, SocketConn, encode_request, op_code
 
 __all__ = ["Entry", "Recording", "Endpoint", "RingEndpoint", "GuestBackend", "run_scenario",
-           "walk_tree", "final_queries", "mask_access_log", "mask_xenstored_log", "mask_dump",
-           "sim_ports", "Runner"]
+           "scenario_domids", "Runner"]
 
-MASKED = "<masked>"
-# nodes whose value legitimately differs between the daemons
-MASKED_NODES = {"/tool/xenstored"}
-_DATE = re.compile(r"^\[\d{8}T\d\d:\d\d:\d\d\.\d{3}Z\]")
 _MAX_DRAIN = 10.0  # a quiet step never lasts longer than this
 _READ = op_code("READ")
 _TRANSACTION_START = op_code("TRANSACTION_START")
-_IS_INTRODUCED = op_code("IS_DOMAIN_INTRODUCED")
 STOP_TIMEOUT = 2.0  # after SIGTERM, then SIGKILL
 MAX_TIMEOUTS = 3  # consecutive unanswered requests before the run is abandoned
 
@@ -115,6 +109,16 @@ class _Conn:
     # rid -> recorded id for TRANSACTION_STARTs not answered yet
     txmap: dict[int, int] = field(default_factory=dict)
     pending_tx: dict[int, int] = field(default_factory=dict)
+
+
+# a step's action -> the Runner method that runs it, as (self, conn, step)
+_STEP_METHODS = {
+    "conn": "_step_conn", "guest": "_step_guest", "sim": "_step_sim", "quiet": "_step_quiet",
+    "request": "_step_request", "send": "_step_request", "raw": "_step_raw",
+    "wait": "_step_count", "events": "_step_count", "eof": "_step_eof", "close": "_step_close",
+    "dump": "_step_dump", "poke": "_ring_step", "peek": "_ring_step", "notify": "_ring_step",
+    "await": "_ring_step",
+}
 
 
 class Runner:
@@ -244,67 +248,81 @@ class Runner:
     def step(self, s: Step) -> None:
         self.line = s.line
         conn = self.conns.get(s.conn) if s.conn else None
-        if s.action == "conn":
-            for name in s.args:
-                self._add_conn(name, self.daemon.connect())
-        elif s.action == "guest":
-            if self.guests is None:
-                raise RuntimeError("this scenario needs ring guests: no guest backend")
-            name, domid = s.args[0], int(s.args[1], 0)
-            endpoint, variables = self.guests.create_guest(self.daemon, domid, "lazy" in s.args[2:])
-            self.vars.update({f"{name}.{k}": str(v) for k, v in variables.items()})
-            self._add_conn(name, endpoint)
-        elif s.action == "sim":
-            if self.guests is None:
-                raise RuntimeError("this scenario drives the sim: no guest backend")
-            self.guests.sim_action(self.daemon, s.args)
-        elif s.action == "quiet":
-            self.drain(s.seconds if s.seconds is not None else self.scn.quiet)
-            for c in ([conn] if conn else self.conns.values()):
-                if not c.closed:
-                    self._mark(c, f"quiet@{s.line}")
-        elif s.action in ("request", "send"):
-            rid = s.req_id if s.req_id is not None else conn.next_rid
-            conn.next_rid = (rid + 1) & 0xFFFFFFFF
-            payload = self._payload(s.payload)
-            if s.op == _READ and payload.rstrip(b"\0").decode("latin-1") in MASKED_NODES:
-                self.masked.add((conn.name, rid, s.line))
-            if s.new_tx is not None:
-                conn.pending_tx[rid] = s.new_tx
-            tx_id = conn.txmap.get(s.tx_id, s.tx_id) if s.tx_id else 0
-            data = encode_request(s.op, payload, tx_id, rid, s.length)
-            if self._send(conn, data) and s.action == "request":
-                def answered() -> bool:
-                    return conn.eof or any(
-                        e.kind == "packet" and not e.data.is_event and e.data.req_id == rid
-                        and e.line == s.line for e in conn.transcript)
-                if self.wait_for(answered, self.scn.timeout):
-                    self.timeouts = 0
-                else:
-                    self._mark(conn, f"line {s.line}: no reply to rid={rid} "
-                                     f"within {self.scn.timeout}s")
-                    self.timeouts += 1
-                    if self.timeouts >= MAX_TIMEOUTS:
-                        raise RuntimeError(f"{MAX_TIMEOUTS} requests in a row unanswered: "
-                                           "the daemon seems stuck; run abandoned")
-        elif s.action == "raw":
-            self._send(conn, self._payload(s.payload))
-        elif s.action in ("wait", "events"):
-            count = self._replies if s.action == "wait" else self._events
-            target = count(conn) + s.count
-            if not self.wait_for(lambda: conn.eof or count(conn) >= target, self.scn.timeout):
-                self._mark(conn, f"line {s.line}: {s.action} {s.count} timed out")
-        elif s.action == "eof":
-            if not self.wait_for(lambda: conn.eof, self.scn.timeout):
-                self._mark(conn, f"line {s.line}: still open after {self.scn.timeout}s")
-        elif s.action == "close":
-            self._close(conn)
-        elif s.action == "dump":
-            self.rec.dumps.append((f"line {s.line}", read_dump(self.daemon.db_path)))
-        elif s.action in ("poke", "peek", "notify", "await"):
-            self._ring_step(conn, s)
-        else:
+        method = _STEP_METHODS.get(s.action)
+        if method is None:
             raise AssertionError(s.action)
+        getattr(self, method)(conn, s)
+
+    def _step_conn(self, conn: _Conn | None, s: Step) -> None:
+        for name in s.args:
+            self._add_conn(name, self.daemon.connect())
+
+    def _step_guest(self, conn: _Conn | None, s: Step) -> None:
+        if self.guests is None:
+            raise RuntimeError("this scenario needs ring guests: no guest backend")
+        name, domid = s.args[0], int(s.args[1], 0)
+        endpoint, variables = self.guests.create_guest(self.daemon, domid, "lazy" in s.args[2:])
+        self.vars.update({f"{name}.{k}": str(v) for k, v in variables.items()})
+        self._add_conn(name, endpoint)
+
+    def _step_sim(self, conn: _Conn | None, s: Step) -> None:
+        if self.guests is None:
+            raise RuntimeError("this scenario drives the sim: no guest backend")
+        self.guests.sim_action(self.daemon, s.args)
+
+    def _step_quiet(self, conn: _Conn | None, s: Step) -> None:
+        self.drain(s.seconds if s.seconds is not None else self.scn.quiet)
+        for c in ([conn] if conn else self.conns.values()):
+            if not c.closed:
+                self._mark(c, f"quiet@{s.line}")
+
+    def _step_request(self, conn: _Conn, s: Step) -> None:
+        """``request`` (send, then wait for the reply with its req_id) and ``send``."""
+        rid = s.req_id if s.req_id is not None else conn.next_rid
+        conn.next_rid = (rid + 1) & 0xFFFFFFFF
+        payload = self._payload(s.payload)
+        if s.op == _READ and payload.rstrip(b"\0").decode("latin-1") in MASKED_NODES:
+            self.masked.add((conn.name, rid, s.line))
+        if s.new_tx is not None:
+            conn.pending_tx[rid] = s.new_tx
+        tx_id = conn.txmap.get(s.tx_id, s.tx_id) if s.tx_id else 0
+        data = encode_request(s.op, payload, tx_id, rid, s.length)
+        if self._send(conn, data) and s.action == "request":
+            self._await_reply(conn, s, rid)
+
+    def _await_reply(self, conn: _Conn, s: Step, rid: int) -> None:
+        def answered() -> bool:
+            return conn.eof or any(
+                e.kind == "packet" and not e.data.is_event and e.data.req_id == rid
+                and e.line == s.line for e in conn.transcript)
+        if self.wait_for(answered, self.scn.timeout):
+            self.timeouts = 0
+            return
+        self._mark(conn, f"line {s.line}: no reply to rid={rid} within {self.scn.timeout}s")
+        self.timeouts += 1
+        if self.timeouts >= MAX_TIMEOUTS:
+            raise RuntimeError(f"{MAX_TIMEOUTS} requests in a row unanswered: "
+                               "the daemon seems stuck; run abandoned")
+
+    def _step_raw(self, conn: _Conn, s: Step) -> None:
+        self._send(conn, self._payload(s.payload))
+
+    def _step_count(self, conn: _Conn, s: Step) -> None:
+        """``wait N`` replies or ``events N`` watch events more."""
+        count = self._replies if s.action == "wait" else self._events
+        target = count(conn) + s.count
+        if not self.wait_for(lambda: conn.eof or count(conn) >= target, self.scn.timeout):
+            self._mark(conn, f"line {s.line}: {s.action} {s.count} timed out")
+
+    def _step_eof(self, conn: _Conn, s: Step) -> None:
+        if not self.wait_for(lambda: conn.eof, self.scn.timeout):
+            self._mark(conn, f"line {s.line}: still open after {self.scn.timeout}s")
+
+    def _step_close(self, conn: _Conn, s: Step) -> None:
+        self._close(conn)
+
+    def _step_dump(self, conn: _Conn | None, s: Step) -> None:
+        self.rec.dumps.append((f"line {s.line}", read_dump(self.daemon.db_path)))
 
     def _ring_step(self, conn: _Conn, s: Step) -> None:
         ep = conn.endpoint
@@ -370,7 +388,7 @@ class Runner:
         if read_log is not None:
             rec.xenstored_log = mask_xenstored_log(read_log(), str(self.daemon.scratch))
         rec.log_level = self.daemon.settings.effective_log_level
-        rec.log_files = [f"{p.name}: {_count_lines(p)} lines"
+        rec.log_files = [f"{p.name}: {count_lines(p)} lines"
                          for p in self.daemon.rotated_access_logs() if p.exists()]
         if self.scn.dump:
             rec.dumps.append(("exit", read_dump(self.daemon.db_path)))
@@ -415,216 +433,3 @@ def scenario_domids(scn: Scenario) -> list[int]:
     return sorted(out)
 
 
-def _count_lines(path: Path) -> int:
-    try:
-        with open(path, "rb") as f:
-            return sum(1 for _ in f)
-    except FileNotFoundError:
-        return 0
-
-
-def _read_port_file(path: str) -> str:
-    # port files are replaced by rename; an empty read is a writer's window
-    for _ in range(50):
-        try:
-            with open(path) as f:
-                text = f.read().strip()
-        except FileNotFoundError:
-            return ""
-        if text:
-            return text
-        time.sleep(0.002)
-    return ""
-
-
-def sim_ports(sim_dir: str | Path) -> list[str]:
-    """The event channels on a sim dir, owners by role (oxsd/sim/layout.py):
-    ``0/3: daemon peer=0:1``.  The daemon's handle sockets are the ``h-*``
-    owners of domain 0's ports (their names hold the pid, which differs from
-    run to run); ports in a guest's directory are the guest's."""
-    root = os.path.join(str(sim_dir), "evtchn")
-    out: list[str] = []
-    ports = os.path.join(root, "ports")
-    doms = sorted((d for d in _listdir(ports) if d.isdigit()), key=int)
-    for dom in doms:
-        for port in sorted((p for p in _listdir(os.path.join(ports, dom)) if p.isdigit()),
-                           key=int):
-            fields = dict(w.split("=", 1) for w in _read_port_file(
-                os.path.join(ports, dom, port)).split() if "=" in w)
-            owner = os.path.basename(fields.get("owner", ""))
-            if dom != "0":
-                role = "guest"
-            elif owner == "xsd-0":
-                role = "xsd-0 (dom0 ring)"
-            elif owner.startswith(f"h-{os.getpid()}-"):
-                role = "harness"
-            elif owner.startswith("h-"):
-                role = "daemon"
-            else:
-                role = owner or "?"
-            out.append(f"{dom}/{port}: {role} peer={fields.get('peer', '?')}")
-    virq = os.path.join(root, "virq")
-    for n in sorted((v for v in _listdir(virq) if v.isdigit()), key=int):
-        out.append(f"virq {n} -> {_read_port_file(os.path.join(virq, n))}")
-    return out
-
-
-def _listdir(path: str) -> list[str]:
-    try:
-        return os.listdir(path)
-    except FileNotFoundError:
-        return []
-
-
-_DUMP_FD = re.compile(r"^(global|socket|evtchn-dev),(-?\d+)")
-_DUMP_SOCKET_WATCH = re.compile(r"^watch,-\d+,")
-_DUMP_TOOL = "store," + b"/tool/xenstored".hex() + ","
-_LEGACY_TOOL = "tool/xenstored{"
-
-
-def mask_dump(text: str) -> list[str]:
-    """A DB dump (xenstored.ml: DB.to_channel, or store.ml: dump's legacy format of ``persistent``)
-    made comparable: file descriptor numbers are masked (``global,FD``; ``-1``
-    is kept), socket connections, which come in the hash order of their fds,
-    are sorted as blocks (a ``socket`` line with its ``watch`` lines), and
-    ``/tool/xenstored``'s value (the daemon's path) is masked."""
-    head: list[str] = []
-    sockets: list[list[str]] = []
-    tail: list[str] = []
-    for line in text.splitlines():
-        if line.startswith(_DUMP_TOOL):  # the daemon's own path (MASKED_NODES)
-            line = line.rsplit(",", 1)[0] + "," + MASKED
-        elif line.startswith(_LEGACY_TOOL):  # persistent = true's legacy format
-            line = line.split(" = ", 1)[0] + " = " + MASKED
-        m = _DUMP_FD.match(line)
-        if m and m.group(2) != "-1":
-            line = f"{m.group(1)},FD{line[m.end():]}"
-        if line.startswith("socket,"):
-            sockets.append([line])
-        elif sockets and _DUMP_SOCKET_WATCH.match(line):
-            sockets[-1].append("watch,-FD," + line.split(",", 2)[2])
-        elif line.startswith("store,") or sockets:
-            tail.append(line)
-        else:
-            head.append(line)
-    return head + [line for block in sorted(sockets) for line in block] + tail
-
-
-def read_dump(path: Path) -> list[str]:
-    try:
-        return mask_dump(path.read_text(errors="surrogateescape"))
-    except FileNotFoundError:
-        return ["(no DB dump file)"]
-
-
-def mask_access_log(text: str) -> list[str]:
-    """Access-log lines with the date replaced (the rest kept verbatim)."""
-    return [_DATE.sub("[DATE]", line) for line in text.splitlines()]
-
-
-# ``[date|level|key] message``: the date is the part every line has that differs
-_XLOG_DATE = re.compile(r"^\[\d{8}T\d\d:\d\d:\d\d\.\d{3}Z\|")
-# (pattern, replacement) on the message: values that legitimately differ
-# between two daemons running the same session
-_XLOG_MASKS = [
-    # wall-clock time since the previous report (since the epoch for the first)
-    (re.compile(r"^(Transaction conflict statistics for last )\S+( seconds:)$"), r"\1<time>\2"),
-    # how long the periodic operations took
-    (re.compile(r"^(periodic_ops took )\S+( seconds\.)$"), r"\1<time>\2"),
-    # the socket connections at the report: the only one compared is at
-    # start-up, where the launcher's readiness probe may or may not have been
-    # accepted yet
-    (re.compile(r"^(  con stat: anonymous\()\d+, \d+ o, \d+ w\)"), r"\1<n>, <n> o, <n> w)"),
-]
-# messages ending in a backtrace (Printexc.get_backtrace / traceback.format_exc):
-# the text after the exception and the lines that continue it are source
-# locations of the daemon's own implementation, OCaml's or Python's
-_XLOG_BACKTRACE = re.compile(
-    r"^(process packet: .*\. |caught exception .*: )"
-    r"(?:Raised |Re-raised |Called from |Traceback \(most recent call last\):|$)")
-# statistics of the OCaml runtime itself, which oxsd does not have and does
-# not print: the Symbol weak table (its entry count depends on when the GC
-# last ran) and the GC counters
-XLOG_RUNTIME_STATS = ("|xenstored] sytbl stat: ", "|xenstored]   mem stat: ")
-
-
-def mask_xenstored_log(text: str, scratch: str = "") -> list[str]:
-    """xenstored-log lines as ``[DATE|level|key] message``, runtime values
-    masked and the OCaml runtime's statistics lines dropped.  Lines with no
-    prefix (the start-up banner, continuation lines of a multi-line message)
-    are kept as they are, except those of a backtrace.  Paths: the reference
-    sees ``SCRATCH/run`` mounted over ``/run`` and logs ``/var/run/...``; oxsd
-    logs the real path; both are written ``/var/run/...``, and the rest of the
-    scratch dir ``SCRATCH``."""
-    out = []
-    in_backtrace = False
-    for line in text.splitlines():
-        if scratch:
-            line = line.replace(scratch + "/run/", "/var/run/").replace(scratch, "SCRATCH")
-        m = _XLOG_DATE.match(line)
-        if m is None:
-            if not in_backtrace:
-                out.append(line)
-            continue
-        in_backtrace = False
-        line = "[DATE|" + line[m.end():]
-        if any(s in line for s in XLOG_RUNTIME_STATS):
-            continue
-        head, sep, msg = line.partition("] ")
-        for pattern, repl in _XLOG_MASKS:
-            msg = pattern.sub(repl, msg)
-        bt = _XLOG_BACKTRACE.match(msg)
-        if bt:
-            msg = bt.group(1) + "<backtrace>"
-            in_backtrace = True
-        out.append(head + sep + msg)
-    return out
-
-
-def walk_tree(daemon: Daemon, timeout: float = 5.0) -> list[str]:
-    """Every node as ``path perms=... value``, depth first, children sorted."""
-    return final_queries(daemon, True, (), timeout)[0]
-
-
-def final_queries(daemon: Daemon, tree: bool, domids, timeout: float = 5.0
-                  ) -> tuple[list[str], list[str]]:
-    """On one fresh connection: the tree walk (if `tree`), then
-    IS_DOMAIN_INTRODUCED for each of `domids`."""
-    ops = {name: op_code(name) for name in ("DIRECTORY", "READ", "GET_PERMS")}
-    out: list[str] = []
-    intro: list[str] = []
-    with daemon.connect() as conn:
-        rid = 0
-
-        def ask(op: str, path: str) -> Packet:
-            nonlocal rid
-            rid += 1
-            return conn.request(ops[op], path.encode("latin-1") + b"\0", req_id=rid,
-                                timeout=timeout)
-
-        def visit(path: str) -> None:
-            value = ask("READ", path)
-            perms = ask("GET_PERMS", path)
-            children = ask("DIRECTORY", path)
-            shown = MASKED if path in MASKED_NODES else repr(value.payload)
-            out.append(f"{path} perms={perms.payload!r} value={shown}"
-                       + ("" if value.op == ops["READ"] else f" (read: op {value.op})"))
-            if children.op != ops["DIRECTORY"]:
-                out.append(f"{path} directory failed: {children.payload!r}")
-                return
-            for name in sorted(n for n in children.payload.split(b"\0") if n):
-                child = name.decode("latin-1")
-                # '@' names are single root components: '@a/b' is not '/@a/b'
-                if path == "/":
-                    visit(child if child.startswith("@") else "/" + child)
-                else:
-                    visit(f"{path}/{child}")
-
-        if tree:
-            visit("/")
-        for domid in domids:
-            rid += 1
-            reply = conn.request(_IS_INTRODUCED, b"%d\0" % domid, req_id=rid, timeout=timeout)
-            intro.append(f"domain {domid} introduced: {escape(reply.payload)}"
-                         + ("" if reply.op == _IS_INTRODUCED else f" (op {reply.op})"))
-    return out, intro

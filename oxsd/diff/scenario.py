@@ -271,74 +271,86 @@ def _parse_option(scn: Scenario, words: list) -> None:
 def parse(text: str, path: str = "<string>") -> Scenario:
     """Parse scenario text."""
     scn = Scenario(path=path)
-    known: set[str] = set()
-    guests: set[str] = set()
+    known: set[str] = set()   # connection names opened so far
+    guests: set[str] = set()  # those of them that are ring guests
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        first, _, rest = line.partition(" ")
         try:
-            if first in ("title", "spec", "config"):
-                value = rest.strip()
-                if first == "config":
-                    scn.config.append(value)
-                else:
-                    setattr(scn, first, (getattr(scn, first) + " " + value).strip())
-                continue
-            words = _tokens(line)
-            step = Step(line=lineno, text=line, action="")
-            if first == "option":
-                _parse_option(scn, words[1:])
-                continue
-            if first == "conn" or first == "guest":
-                names = [w for w in words[1:] if isinstance(w, str)]
-                if not names:
-                    raise ValueError(f"{first} needs a name")
-                if first == "guest":
-                    # guest NAME DOMID [lazy]
-                    if len(names) < 2:
-                        raise ValueError("guest NAME DOMID [lazy]")
-                    _int(names[1])
-                    names_new = [names[0]]
-                else:
-                    names_new = names
-                for n in names_new:
-                    if not _CONN_NAME.match(n) or n in _KEYWORDS:
-                        raise ValueError(f"bad connection name {n!r}")
-                    if n in known:
-                        raise ValueError(f"connection {n!r} opened twice")
-                    known.add(n)
-                    if first == "guest":
-                        guests.add(n)
-                step.action = first
-                step.args = names
-            elif first == "sim":
-                step.action = "sim"
-                step.args = [str(w) for w in words[1:]]
-                if not step.args:
-                    raise ValueError("sim ACTION ARGS...")
-            elif first == "quiet":
-                step.action = "quiet"
-                step.seconds = float(words[1]) if len(words) > 1 else None
-            elif first == "dump":
-                step.action = "dump"
-                if len(words) > 1:
-                    raise ValueError("dump takes no argument")
-            elif first.endswith(":"):
-                name = first[:-1]
-                if name not in known:
-                    raise ValueError(f"unknown connection {name!r} (open it with conn)")
-                step.conn = name
-                _parse_conn_action(step, words[1:])
-                if step.action in RING_ACTIONS and name not in guests:
-                    raise ValueError(f"{step.action}: {name!r} is not a ring guest")
-            else:
-                raise ValueError("cannot parse line (connection actions are 'NAME: ...')")
+            step = _parse_line(scn, line, lineno, known, guests)
         except (ValueError, IndexError) as e:
             raise ScenarioError(f"{path}:{lineno}: {e}\n    {raw}") from None
-        scn.steps.append(step)
+        if step is not None:
+            scn.steps.append(step)
     return scn
+
+
+def _parse_line(scn: Scenario, line: str, lineno: int, known: set[str],
+                guests: set[str]) -> Step | None:
+    """One line's step; header lines (title, spec, config, option) set `scn` and give None."""
+    first, _, rest = line.partition(" ")
+    if first in ("title", "spec", "config"):
+        value = rest.strip()
+        if first == "config":
+            scn.config.append(value)
+        else:
+            setattr(scn, first, (getattr(scn, first) + " " + value).strip())
+        return None
+    words = _tokens(line)
+    if first == "option":
+        _parse_option(scn, words[1:])
+        return None
+    step = Step(line=lineno, text=line, action="")
+    if first == "conn" or first == "guest":
+        _parse_open(step, first, words, known, guests)
+    elif first == "sim":
+        step.action = "sim"
+        step.args = [str(w) for w in words[1:]]
+        if not step.args:
+            raise ValueError("sim ACTION ARGS...")
+    elif first == "quiet":
+        step.action = "quiet"
+        step.seconds = float(words[1]) if len(words) > 1 else None
+    elif first == "dump":
+        step.action = "dump"
+        if len(words) > 1:
+            raise ValueError("dump takes no argument")
+    elif first.endswith(":"):
+        name = first[:-1]
+        if name not in known:
+            raise ValueError(f"unknown connection {name!r} (open it with conn)")
+        step.conn = name
+        _parse_conn_action(step, words[1:])
+        if step.action in RING_ACTIONS and name not in guests:
+            raise ValueError(f"{step.action}: {name!r} is not a ring guest")
+    else:
+        raise ValueError("cannot parse line (connection actions are 'NAME: ...')")
+    return step
+
+
+def _parse_open(step: Step, first: str, words: list, known: set[str], guests: set[str]) -> None:
+    """``conn NAME...`` or ``guest NAME DOMID [lazy]``: the names join `known` (and `guests`)."""
+    names = [w for w in words[1:] if isinstance(w, str)]
+    if not names:
+        raise ValueError(f"{first} needs a name")
+    if first == "guest":
+        if len(names) < 2:
+            raise ValueError("guest NAME DOMID [lazy]")
+        _int(names[1])
+        names_new = [names[0]]
+    else:
+        names_new = names
+    for n in names_new:
+        if not _CONN_NAME.match(n) or n in _KEYWORDS:
+            raise ValueError(f"bad connection name {n!r}")
+        if n in known:
+            raise ValueError(f"connection {n!r} opened twice")
+        known.add(n)
+        if first == "guest":
+            guests.add(n)
+    step.action = first
+    step.args = names
 
 
 def load(path: str | Path) -> Scenario:

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from oxsd.diff.runner import walk_tree
+from oxsd.diff.final_state import walk_tree
 from oxsd.diff.wire import HEADER, SocketConn, op_code
 
 # ops that cannot change the store whatever their payload (tx_id 0)

@@ -7,8 +7,8 @@ on the daemon subprocess's PYTHONPATH patches oxsd as it starts.
 """
 from __future__ import annotations
 
-import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -36,6 +36,13 @@ def _wait_for(pred, timeout: float = 10.0) -> bool:
             return False
         time.sleep(0.01)
     return True
+
+
+def _proxy_ready(proxy: subprocess.Popen, timeout: float = 10.0) -> str:
+    """The proxy's ``recording:`` line, printed once it listens and handles SIGTERM
+    (its socket file exists a moment earlier, between bind and listen)."""
+    ready, _, _ = select.select([proxy.stdout], [], [], timeout)
+    return proxy.stdout.readline() if ready else ""
 
 
 # ------------------------------------------------------------------ -T trace
@@ -246,7 +253,7 @@ def test_proxy_records_test_xenstore_on_reference_and_replay_matches_oxsd(
                               "--upstream", daemon.socket_path, "-o", str(trace)],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        assert _wait_for(lambda: os.path.exists(listen)), "proxy did not start"
+        assert _proxy_ready(proxy).startswith("recording: "), "proxy did not start"
         res = subprocess.run([str(clients.test_xenstore)], env=clients.env(listen),
                              capture_output=True, text=True, timeout=120)
         assert res.returncode == 0, res.stdout + res.stderr
@@ -274,12 +281,14 @@ def test_proxy_records_raw_leftover_and_daemon_close(start, tmp_path):
                               "--upstream", daemon.socket_path, "-o", str(trace)],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        assert _wait_for(lambda: os.path.exists(listen))
+        assert _proxy_ready(proxy).startswith("recording: "), "proxy did not start"
         with SocketConn(listen) as c:
             reply = c.request(11, b"/p\0v", req_id=7)
             assert reply.payload == b"OK\0"
             c.send_bytes(encode_request(2, b"/p\0")[:10])
             assert _wait_for(lambda: 'c1: WRITE tx=0 rid=7 "/p\\0v"' in trace.read_text())
+        # the proxy reads the partial packet, then our close: only then stop it
+        assert _wait_for(lambda: "c1: close" in trace.read_text().splitlines())
     finally:
         proxy.send_signal(signal.SIGTERM)
         proxy.communicate(timeout=10)

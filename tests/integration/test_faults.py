@@ -42,9 +42,10 @@ from pathlib import Path
 
 import pytest
 
-from oxsd.diff.daemons import DaemonError, DaemonSettings, make_scratch, start_daemon
+from oxsd.diff.daemons import DaemonSettings, make_scratch
 from oxsd.diff.wire import HEADER, op_code
 from support.patching import patch_oxsd_daemons
+from support.rundir import leave_dump
 from support.waiting import wait_for
 
 KINDS = ("ocaml", "oxsd")
@@ -175,53 +176,32 @@ def test_full_access_log_filesystem(start, logdir, kind):
 
 @pytest.mark.parametrize("log", ["xenstored-log-file", "access-log-file"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_a_log_that_cannot_be_opened_at_start_up_is_fatal(ocaml_ref, clients, logdir,
-                                                         kind, log):
+def test_a_log_that_cannot_be_opened_at_start_up_is_fatal(ocaml_ref, clients, start_fatal,
+                                                         logdir, kind, log):
     """A log file that cannot even be opened (read-only filesystem) is a start-up error
     on both daemons: `Fatal exception: Sys_error("<file>: <reason>")`, exit 2 (oxsd
     printed a Python traceback and exited 1)."""
-    scratch = make_scratch(f"oxf-{kind[:2]}-")
-    try:
-        with pytest.raises(DaemonError, match="exited with status 2") as failed:
-            start_daemon(kind, scratch, settings=DaemonSettings(
-                prefix=private_tmpfs_prefix(logdir, options="size=64k,ro"),
-                extra_conf=[f"{log} = {logdir}/x.log"]), timeout=WAIT)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    assert (f'Fatal exception: Sys_error("{logdir}/x.log: Read-only file system")'
-            in str(failed.value))
+    msg = start_fatal(kind, DaemonSettings(
+        prefix=private_tmpfs_prefix(logdir, options="size=64k,ro"),
+        extra_conf=[f"{log} = {logdir}/x.log"]), timeout=WAIT)
+    assert "exited with status 2" in msg, msg
+    assert f'Fatal exception: Sys_error("{logdir}/x.log: Read-only file system")' in msg
 
 
 # -- the DB dump: full or read-only directory, SIGKILL in the middle ----------------------
 
 @pytest.fixture
-def launch(ocaml_ref, clients):
-    """Factory: launch(kind, settings=None, db=None) -> a running Daemon whose run dir
-    holds `db` (bytes) as its dump before it starts.  Stopped and removed at teardown."""
-    started = []
-
+def launch(start):
+    """Factory: launch(kind, settings=None, db=None) -> a running Daemon in its own mount
+    namespace (for Holder's mounts) whose run dir holds `db` (bytes) as its dump before it
+    starts.  Stopped and removed at teardown (the start fixture)."""
     def _launch(kind, settings=None, db=None):
         settings = settings or DaemonSettings()
         if not settings.prefix:  # its own mount namespace, for Holder's mounts (the
             settings.prefix = PRIVATE_NAMESPACE  # reference's launcher makes its own)
-        scratch = make_scratch(f"oxf-{kind[:2]}-")
-        started.append([scratch, None])
-        if db is not None:
-            rundir = scratch / "run" / "xenstored"
-            rundir.mkdir(parents=True)
-            (rundir / "db").write_bytes(db)
-        try:
-            daemon = start_daemon(kind, scratch, settings=settings)
-        except DaemonError as e:
-            pytest.fail(f"cannot start the {kind} daemon: {e}", pytrace=False)
-        started[-1][1] = daemon
-        return daemon
+        return start(kind, settings, None if db is None else leave_dump(db))
 
-    yield _launch
-    for scratch, daemon in started:
-        if daemon is not None:
-            daemon.stop()
-        shutil.rmtree(scratch, ignore_errors=True)
+    return _launch
 
 
 class Holder:

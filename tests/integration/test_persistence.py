@@ -24,42 +24,15 @@ from pathlib import Path
 
 import pytest
 
-from oxsd.diff.daemons import (REPO_ROOT, DaemonError, DaemonSettings, find_ocaml_ref,
-                               init_sim_dir, make_scratch, start_daemon, write_config)
+from oxsd.diff.daemons import (REPO_ROOT, DaemonSettings, find_ocaml_ref, init_sim_dir,
+                               make_scratch, write_config)
 from support.guests import watching_guest
+from support.rundir import leave_dump
 from support.waiting import wait_for
 
 KINDS = ("ocaml", "oxsd")
 TOOL_LINE = "store,2f746f6f6c2f78656e73746f726564,"  # /tool/xenstored: each daemon's own binary
 WAIT = 15.0
-
-
-@pytest.fixture
-def launch(request, ocaml_ref, clients):
-    """Factory: launch(kind, settings=None, prepare=None) -> a running Daemon.
-
-    `prepare(scratch)` runs before the daemon starts (to leave files in its
-    run dir).  Every daemon is stopped and its scratch removed at teardown.
-    """
-    started = []
-
-    def _launch(kind, settings=None, prepare=None):
-        scratch = make_scratch(f"oxp-{kind[:2]}-")
-        started.append((None, scratch))
-        if prepare is not None:
-            prepare(scratch)
-        try:
-            daemon = start_daemon(kind, scratch, settings=settings)
-        except DaemonError as e:
-            pytest.fail(f"cannot start the {kind} daemon: {e}", pytrace=False)
-        started[-1] = (daemon, scratch)
-        return daemon
-
-    yield _launch
-    for daemon, scratch in started:
-        if daemon is not None:
-            daemon.stop()
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _wait_for(predicate, what: str, timeout: float = WAIT):
@@ -115,11 +88,11 @@ def _populate(xensim, daemon):
 
 # -- DB dump ---------------------------------------------------------------------------
 
-def test_sigterm_dump_is_the_originals_byte_for_byte(launch, xensim):
+def test_sigterm_dump_is_the_originals_byte_for_byte(start, xensim):
     """xenstored.ml: DB.to_channel: same state -> the same dump, fd numbers aside."""
     dumps = {}
     for kind in KINDS:
-        daemon = launch(kind)
+        daemon = start(kind)
         d0, g = _populate(xensim, daemon)
         dumps[kind] = _sigterm(daemon)
         d0.close()
@@ -132,12 +105,12 @@ def test_sigterm_dump_is_the_originals_byte_for_byte(launch, xensim):
     assert ocaml[1] == "global,FD" and ocaml[2] == "evtchn-dev,FD,2"
 
 
-def test_access_log_rotation_writes_the_dump_without_the_socket(launch, xensim):
+def test_access_log_rotation_writes_the_dump_without_the_socket(start, xensim):
     """logging.ml: make_file_logger: the rotation hook writes the DB dump with global,-1 [quirk]."""
     settings = DaemonSettings(extra_conf=["access-log-nb-lines = 4"])
     dumps = {}
     for kind in KINDS:
-        daemon = launch(kind, settings)
+        daemon = start(kind, settings)
         assert not daemon.db_path.exists()
         d0 = xensim.SocketClient(daemon.socket_path)
         for i in range(6):
@@ -164,13 +137,13 @@ def _complete_dump(daemon):
     return _wait_for(read, "a complete dump")
 
 
-def test_open_transactions_are_dumped_only_by_a_forced_live_update(launch, xensim):
+def test_open_transactions_are_dumped_only_by_a_forced_live_update(start, xensim):
     """oxsd's `transaction` lines (db.py) appear in no other dump: the rotation dump and
     the dump SIGTERM writes while a transaction holds the exit are the original's."""
     settings = DaemonSettings(extra_conf=["access-log-nb-lines = 4"])
     rotation, sigterm = {}, {}
     for kind in KINDS:
-        daemon = launch(kind, settings)
+        daemon = start(kind, settings)
         d0 = xensim.SocketClient(daemon.socket_path)
         tx = d0.transaction_start()
         d0.write("/intx", "v", tx)
@@ -192,22 +165,13 @@ def test_open_transactions_are_dumped_only_by_a_forced_live_update(launch, xensi
     assert _mask_fds(sigterm["ocaml"])[1] == "global,FD"
 
 
-def test_bad_header_at_restart_is_fatal_exit_2(launch, ocaml_ref, clients):
+def test_bad_header_at_restart_is_fatal_exit_2(start_fatal, ocaml_ref, clients):
     """xenstored.ml: DB.from_channel: Bad_format "header" kills the daemon (exit 2)."""
     for kind in KINDS:
-        scratch = make_scratch(f"oxh-{kind[:2]}-")
-        try:
-            run = scratch / "run" / "xenstored"
-            run.mkdir(parents=True)
-            (run / "db").write_text("$xenstored-dump-format-v2\nstore,2f,6e30,\n")
-            with pytest.raises(DaemonError) as info:
-                start_daemon(kind, scratch,
-                             settings=DaemonSettings(extra_args=["--restart"]), timeout=WAIT)
-            msg = str(info.value)
-            assert "exited with status 2" in msg, msg
-            assert 'Fatal exception: Xenstored.DB.Bad_format("header")' in msg, msg
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+        msg = start_fatal(kind, DaemonSettings(extra_args=["--restart"]),
+                          leave_dump("$xenstored-dump-format-v2\nstore,2f,6e30,\n"), WAIT)
+        assert "exited with status 2" in msg, msg
+        assert 'Fatal exception: Xenstored.DB.Bad_format("header")' in msg, msg
 
 
 # -- --restart with a dump of the other daemon --------------------------------------------
@@ -248,13 +212,13 @@ def _store_lines(dump: str) -> list:
 
 
 @pytest.mark.parametrize("writer,reader", [("ocaml", "oxsd"), ("oxsd", "ocaml")])
-def test_restart_restores_a_dump_of_the_other_daemon(launch, xensim, writer, reader):
+def test_restart_restores_a_dump_of_the_other_daemon(start, xensim, writer, reader):
     """The store (nodes, values, perms) crosses a plain restart in both directions.
 
     The fd-carrying lines are dropped first: they name descriptors of the
     process that wrote them (see oxsd.db).
     """
-    first = launch(writer)
+    first = start(writer)
     d0, g = _populate(xensim, first)
     dump = _sigterm(first)
     d0.close()
@@ -264,9 +228,8 @@ def test_restart_restores_a_dump_of_the_other_daemon(launch, xensim, writer, rea
     scratch = make_scratch(f"oxr-{reader[:2]}-")
     try:
         run = scratch / "run" / "xenstored"
-        run.mkdir(parents=True)
         lines = [ln for ln in dump.splitlines() if ln.startswith(("$", "store,"))]
-        (run / "db").write_text("\n".join(lines) + "\n", encoding="latin-1")
+        leave_dump("\n".join(lines) + "\n")(scratch)
         proc = _launch_restart(reader, scratch)
         try:
             log = scratch / "xenstored.log"
@@ -294,11 +257,11 @@ def _legacy_without_tool(text: str) -> list[str]:
     return [ln for ln in text.splitlines() if not ln.startswith("tool/xenstored{")]
 
 
-def test_sigusr1_writes_the_legacy_dump_like_the_original(launch, xensim):
+def test_sigusr1_writes_the_legacy_dump_like_the_original(start, xensim):
     """xenstored.ml: sigusr1_handler, sighup_handler: SIGUSR1 -> Store.dump text in db.debug (mode 0600)."""
     dumps = {}
     for kind in KINDS:
-        daemon = launch(kind)
+        daemon = start(kind)
         d0, g = _populate(xensim, daemon)
         debug = daemon.db_path.with_name("db.debug")
         daemon.proc.send_signal(signal.SIGUSR1)
@@ -327,11 +290,11 @@ def _disk_log_lines(daemon) -> list[str]:
     return lines
 
 
-def test_persistent_writes_each_committed_transaction_store(launch, xensim):
+def test_persistent_writes_each_committed_transaction_store(start, xensim):
     """store.ml: dump: Disk.write after a commit with writes, of the transaction's store."""
     results = {}
     for kind in KINDS:
-        daemon = launch(kind, PERSISTENT)
+        daemon = start(kind, PERSISTENT)
         db = daemon.db_path
         c1 = xensim.SocketClient(daemon.socket_path)
         c2 = xensim.SocketClient(daemon.socket_path)
@@ -376,19 +339,14 @@ def test_persistent_writes_each_committed_transaction_store(launch, xensim):
         assert lines == expect, (kind, results[kind][2])
 
 
-def test_persistent_start_cannot_read_its_own_file_back(launch, xensim):
+def test_persistent_start_cannot_read_its_own_file_back(start, xensim):
     """disk.ml: read [quirk]: Disk.read fails on the first line; the normal tree is used."""
     legacy = ("/{n0}\n/tool{n0}\n/local{n0}\nlocal/domain{n0}\n/vm{b5\\000r0} = kept?\n"
               "/@releaseDomain{n0}\n/@introduceDomain{n0}\n")
 
-    def prepare(scratch):
-        run = scratch / "run" / "xenstored"
-        run.mkdir(parents=True)
-        (run / "db").write_text(legacy)
-
     trees = {}
     for kind in KINDS:
-        daemon = launch(kind, PERSISTENT, prepare)
+        daemon = start(kind, PERSISTENT, leave_dump(legacy))
         d0 = xensim.SocketClient(daemon.socket_path)
         trees[kind] = (sorted(d0.directory("/")), d0.directory("/local"),
                        _disk_log_lines(daemon))

@@ -1,7 +1,7 @@
 """The xenstored (diagnostic) log compared with the original's for the same session.
 
 oxsd-diff compares both daemons' ``xenstored.log`` after every scenario
-(oxsd/diff/runner.py ``mask_xenstored_log``, oxsd/diff/compare.py
+(oxsd/diff/masks.py ``mask_xenstored_log``, oxsd/diff/compare.py
 ``split_xenstored_log``); the corpus runs at the launcher's level (info, or
 ``$OXSD_DIFF_LOG_LEVEL``), the ``log_*.scn`` scenarios at debug.  Here:
 
@@ -30,7 +30,8 @@ from oxsd.diff.cli import diff_scenario
 from oxsd.diff.compare import (XLOG_PARTS, compare, compare_xenstored_logs,
                                split_xenstored_log)
 from oxsd.diff.daemons import DaemonSettings
-from oxsd.diff.runner import Recording, mask_xenstored_log
+from oxsd.diff.masks import mask_xenstored_log
+from oxsd.diff.runner import Recording
 from oxsd.diff.scenario import load, parse
 from oxsd.diff.wire import op_code
 from support.patching import patch_oxsd_daemons

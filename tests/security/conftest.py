@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from oxsd.diff.daemons import KINDS, DaemonSettings
-from oxsd.diff.runner import walk_tree
+from oxsd.diff.final_state import walk_tree
 
 XS_ERROR = 16
 XS_WATCH_EVENT = 15
@@ -56,8 +56,7 @@ class World:
 
     def destroy(self, domid: int, timeout: float = 10.0) -> None:
         """Destroy the domain on the hypervisor and wait for the daemon's @releaseDomain."""
-        self.d0.watch("@releaseDomain", "rel")
-        assert self.d0.wait_watch(timeout) == ("@releaseDomain", "rel")
+        watch(self.d0, "@releaseDomain", "rel", timeout)
         self.sim().destroy_domain(domid)
         assert self.d0.wait_watch(timeout) == ("@releaseDomain", "rel")
         self.d0.unwatch("@releaseDomain", "rel")
@@ -121,6 +120,12 @@ def xs_error(X, fn, *args) -> str:
     with pytest.raises(X.XsError) as e:
         fn(*args)
     return e.value.err
+
+
+def watch(client, path: str, token: str, timeout: float = 5.0) -> None:
+    """WATCH `path`, and take the event every new watch fires at once."""
+    client.watch(path, token)
+    assert client.wait_watch(timeout) == (path, token)
 
 
 def sync(client) -> None:

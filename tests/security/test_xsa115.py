@@ -9,7 +9,7 @@ became dom0-only.  Safe outcome: no event for another domain's private node
 or for another domain's introduction, EACCES for IS_DOMAIN_INTRODUCED, while
 a readable node's event still arrives (so the check can fail).
 """
-from conftest import home, sync, xs_error
+from conftest import home, sync, watch, xs_error
 
 
 def test_no_event_for_a_node_the_watcher_cannot_read(world):
@@ -20,10 +20,8 @@ def test_no_event_for_a_node_the_watcher_cannot_read(world):
     d0.set_perms(f"{home(6)}/secret", ["n6"])          # private to domain 6
     d0.write("/public/x", "p0")
     d0.set_perms("/public/x", ["n0", "r5"])            # readable by domain 5
-    spy.watch(f"{home(6)}/secret", "leak")             # allowed, and fires once at once
-    assert spy.wait_watch(5) == (f"{home(6)}/secret", "leak")
-    spy.watch("/public/x", "ok")
-    assert spy.wait_watch(5) == ("/public/x", "ok")
+    watch(spy, f"{home(6)}/secret", "leak")            # allowed, and fires once at once
+    watch(spy, "/public/x", "ok")
     d0.write(f"{home(6)}/secret", "s1")
     d0.rm(f"{home(6)}/secret")
     d0.write("/public/x", "p1")
@@ -35,10 +33,8 @@ def test_no_event_for_a_node_the_watcher_cannot_read(world):
 
 def test_special_watches_and_is_introduced_are_dom0s(world):
     spy = world.guest(5)
-    spy.watch("@introduceDomain", "intro")
-    assert spy.wait_watch(5) == ("@introduceDomain", "intro")
-    spy.watch("@releaseDomain", "rel")
-    assert spy.wait_watch(5) == ("@releaseDomain", "rel")
+    watch(spy, "@introduceDomain", "intro")
+    watch(spy, "@releaseDomain", "rel")
     world.guest(7)                                     # introduced: no event for 5
     world.destroy(7)                                   # released: none either
     sync(spy)

@@ -7,15 +7,14 @@ error packet (request id 0).  Safe outcome: the guest gets that exact
 packet and no oversized event, events that fit still arrive, the guest and
 everyone else are still served.
 """
-from conftest import XS_ERROR, home, sync
+from conftest import XS_ERROR, home, sync, watch
 
 TOKEN = "t" * 3500
 
 
 def test_an_event_over_4096_bytes_never_reaches_the_ring(world):
     g = world.guest(5)
-    g.watch("data", TOKEN)                       # 4+1+3500+1 bytes: fits
-    assert g.wait_watch(5) == ("data", TOKEN)
+    watch(g, "data", TOKEN)                      # 4+1+3500+1 bytes: fits
     long_name = "n" * 700                        # data/<700> + token > 4096
     world.d0.write(f"{home(5)}/data/{long_name}", "x")
     sync(g)

@@ -6,22 +6,19 @@ Safe outcome: after RESET_WATCHES no event reaches the guest for its old
 watches, it can register the same watches again (each fires once), and the
 daemon's watch list (CONTROL watches... via the dump) no longer holds them.
 """
-from conftest import home, sync
+from conftest import home, sync, watch
 
 
 def test_reset_watches_really_drops_the_watches(world):
     g = world.guest(5)
-    g.watch("data", "tok")
-    assert g.wait_watch(5) == ("data", "tok")
-    g.watch("/local/domain/5/other", "tok2")
-    assert g.wait_watch(5) == ("/local/domain/5/other", "tok2")
+    watch(g, "data", "tok")
+    watch(g, "/local/domain/5/other", "tok2")
     g.reset_watches()
     world.d0.write(f"{home(5)}/data/x", "1")
     world.d0.write(f"{home(5)}/other", "1")
     sync(g)
     assert g.events == []
-    g.watch("data", "tok")  # the same watch again: no EEXIST, one event per change
-    assert g.wait_watch(5) == ("data", "tok")
+    watch(g, "data", "tok")  # the same watch again: no EEXIST, one event per change
     world.d0.write(f"{home(5)}/data/x", "2")
     assert g.wait_watch(5) == ("data/x", "tok")
     sync(g)

@@ -13,7 +13,7 @@ recursion limit, as a dump or dom0 may produce.
 import signal
 import sys
 
-from conftest import home
+from conftest import home, watch
 from oxsd import db as DB
 from oxsd import perms as P
 from oxsd.config import Settings
@@ -32,8 +32,7 @@ def test_a_guest_tree_as_deep_as_the_path_limit(world):
     assert world.d0.directory(f"{home(5)}/" + "/".join(["a"] * (DEPTH - 1))) == ["a"]
     tree = world.tree()                        # the diff tool's walk
     assert sum(1 for line in tree if line.startswith(f"{home(5)}/a")) == DEPTH
-    g.watch("a", "deep")                       # a recursive watch over all of it
-    assert g.wait_watch(5) == ("a", "deep")
+    watch(g, "a", "deep")                      # a recursive watch over all of it
     g.rm("a")
     assert g.wait_watch(5) == ("a", "deep")
     assert world.quota(5) == "dom5 quota: 1/1000"

@@ -6,15 +6,14 @@ connection's transactions too, so the transaction id is unknown afterwards
 (its end gets the unknown-transaction error), nothing the transaction wrote
 reaches the store, and the daemon keeps serving everyone.
 """
-from conftest import home, xs_error
+from conftest import home, watch, xs_error
 
 XS_RESET_WATCHES = 21
 
 
 def test_reset_watches_inside_a_transaction(world):
     g = world.guest(5)
-    g.watch("data", "tok")
-    assert g.wait_watch(5) == ("data", "tok")
+    watch(g, "data", "tok")
     tx = g.transaction_start()
     g.write("data/in-tx", "1", tx=tx)
     assert g.request(XS_RESET_WATCHES, b"", tx=tx) == b"OK\0"

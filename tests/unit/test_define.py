@@ -14,7 +14,7 @@ def test_constants_match_xs_wire_and_define_ml():
 
 
 def test_no_mutable_limits_in_define():
-    # Limits live in Settings, not here (style.md: what not to copy).
+    # Limits live in Settings, not here (no module-level configuration).
     for name in ("maxwatch", "maxtransaction", "maxrequests", "path_max", "maxoutstanding"):
         assert not hasattr(D, name)
 

@@ -11,6 +11,7 @@ from unittest import mock
 
 import pytest
 
+from oxsd import loggers as W
 from oxsd import logging_ as L
 from oxsd.config import ConfigError, Settings, UnknownLevel
 from oxsd.syslog import Facility, UnknownFacility
@@ -43,10 +44,10 @@ def strip_dates(text_lines):
 # -- dates and truncation --------------------------------------------------
 
 def test_date_is_utc_with_truncated_milliseconds():
-    assert L.string_of_date(0.0) == "19700101T00:00:00.000Z"
-    assert L.string_of_date(1700000000.9999) == "20231114T22:13:20.999Z"
-    assert L.string_of_date(1700000001.0005) == "20231114T22:13:21.000Z"
-    assert L.string_of_date(1700000000.5) == "20231114T22:13:20.500Z"
+    assert W.string_of_date(0.0) == "19700101T00:00:00.000Z"
+    assert W.string_of_date(1700000000.9999) == "20231114T22:13:20.999Z"
+    assert W.string_of_date(1700000001.0005) == "20231114T22:13:21.000Z"
+    assert W.string_of_date(1700000000.5) == "20231114T22:13:20.500Z"
 
 
 @pytest.mark.parametrize("nb,line,out", [
@@ -58,7 +59,7 @@ def test_date_is_utc_with_truncated_milliseconds():
     (1, "", ""),
 ])
 def test_truncate_line_keeps_nb_chars_minus_3_plus_dots(nb, line, out):
-    assert L.truncate_line(nb, line) == out
+    assert W.truncate_line(nb, line) == out
 
 
 # -- file logger -------------------------------------------------------------
@@ -68,11 +69,11 @@ def test_file_logger_appends_and_creates_0644(tmp_path):
     p.write_text("old\n")
     old = os.umask(0)
     try:
-        lg = L.make_file_logger(str(p), 10, 100, -1)
+        lg = W.make_file_logger(str(p), 10, 100, -1)
         lg.write("new")
         lg.stop()
         q = tmp_path / "y.log"
-        L.make_file_logger(str(q), 10, 100, -1).stop()
+        W.make_file_logger(str(q), 10, 100, -1).stop()
         assert stat.S_IMODE(q.stat().st_mode) == 0o644
     finally:
         os.umask(old)
@@ -82,7 +83,7 @@ def test_file_logger_appends_and_creates_0644(tmp_path):
 def test_first_rotation_after_nb_lines_plus_one_lines_and_hook_runs(tmp_path):
     p = tmp_path / "x.log"
     hook = mock.Mock()
-    lg = L.make_file_logger(str(p), 3, 2, -1, hook)
+    lg = W.make_file_logger(str(p), 3, 2, -1, hook)
     for i in range(3):
         lg.write(f"l{i}")
     assert lines(Path(f"{p}.1")) == ["l0", "l1", "l2"]
@@ -99,7 +100,7 @@ def test_first_rotation_after_nb_lines_plus_one_lines_and_hook_runs(tmp_path):
 def test_a_failing_rotation_hook_does_not_make_every_next_line_rotate(tmp_path):
     p = tmp_path / "x.log"
     hook = mock.Mock(side_effect=OSError(30, "Read-only file system"))
-    lg = L.make_file_logger(str(p), 5, 2, -1, hook)
+    lg = W.make_file_logger(str(p), 5, 2, -1, hook)
     for i in range(9):
         try:
             lg.write(f"l{i}")
@@ -112,7 +113,7 @@ def test_a_failing_rotation_hook_does_not_make_every_next_line_rotate(tmp_path):
 
 def test_rotation_with_one_file_truncates_in_place(tmp_path):
     p = tmp_path / "x.log"
-    lg = L.make_file_logger(str(p), 1, 0, -1)
+    lg = W.make_file_logger(str(p), 1, 0, -1)
     lg.write("a")
     lg.write("b")
     lg.stop()
@@ -123,7 +124,7 @@ def test_rotation_shifts_existing_chain_highest_first(tmp_path):
     p = tmp_path / "x.log"
     for suffix, text in (("", "cur"), (".1", "one"), (".2", "two"), (".4", "four")):
         Path(f"{p}{suffix}").write_text(text)
-    L.log_rotate(str(p), 10)
+    W.log_rotate(str(p), 10)
     assert [Path(f"{p}.{i}").read_text() for i in (1, 2, 3)] == ["cur", "one", "two"]
     assert Path(f"{p}.4").read_text() == "four"  # the chain stopped at the missing .3
 
@@ -131,13 +132,13 @@ def test_rotation_shifts_existing_chain_highest_first(tmp_path):
 def test_rotation_quirk_moves_dot_zero_when_file_is_missing(tmp_path):
     p = tmp_path / "x.log"
     Path(f"{p}.0").write_text("zero")
-    L.log_rotate(str(p), 10)
+    W.log_rotate(str(p), 10)
     assert Path(f"{p}.1").read_text() == "zero"
 
 
 def test_restart_reopens_the_path_and_keeps_the_line_count(tmp_path):
     p = tmp_path / "x.log"
-    lg = L.make_file_logger(str(p), 5, 3, -1)
+    lg = W.make_file_logger(str(p), 5, 3, -1)
     lg.write("a")
     lg.write("b")
     os.rename(p, tmp_path / "moved.log")  # logrotate
@@ -151,7 +152,7 @@ def test_restart_reopens_the_path_and_keeps_the_line_count(tmp_path):
 
 def test_file_logger_truncates_lines_when_nb_chars_positive(tmp_path):
     p = tmp_path / "x.log"
-    lg = L.make_file_logger(str(p), 5, 100, 6)
+    lg = W.make_file_logger(str(p), 5, 100, 6)
     lg.write("123456789")
     lg.write("12345")
     lg.stop()
@@ -287,10 +288,10 @@ def test_syslog_null_level_still_writes_the_banner_only(syslog_calls):
 
 
 def test_log_destination_parsing():
-    assert L.log_destination_of_string("/var/log/x") == L.File("/var/log/x")
-    assert L.log_destination_of_string("syslog:uucp") == L.Syslog_(Facility.UUCP)
+    assert W.log_destination_of_string("/var/log/x") == W.File("/var/log/x")
+    assert W.log_destination_of_string("syslog:uucp") == W.Syslog_(Facility.UUCP)
     with pytest.raises(UnknownFacility):
-        L.log_destination_of_string("syslog:Daemon")
+        W.log_destination_of_string("syslog:Daemon")
 
 
 # -- access log ------------------------------------------------------------------
@@ -438,7 +439,7 @@ def test_cutting_data_before_escaping_gives_the_same_line(tmp_path, fixed_date, 
     a, p = access(tmp_path, access_log_nb_chars=nb_chars)
     for n in range(0, 70):
         a.xb_op(0, "D1", Op.WRITE, data[n:n + 80])
-    expected = [L.truncate_line(nb_chars, f"[{DATE0}]  D1           write     " +
+    expected = [W.truncate_line(nb_chars, f"[{DATE0}]  D1           write     " +
                                 L.sanitize_data(data[n:n + 80])) for n in range(70)]
     assert lines(p) == expected
 

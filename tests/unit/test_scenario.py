@@ -173,7 +173,7 @@ def test_runner_maps_recorded_transaction_ids_to_the_daemons(tmp_path):
 
 
 def test_mask_dump_hides_fds_and_sorts_socket_blocks():
-    from oxsd.diff.runner import mask_dump
+    from oxsd.diff.masks import mask_dump
     dump = ("$xenstored-dump-format\nglobal,3\nevtchn-dev,5,2\ndom,0,0,1,3\n"
             "watch,0,2f61,74\nsocket,9\nwatch,-9,2f62,74\nsocket,7\n"
             "store,2f,6e30,\n")
@@ -188,7 +188,7 @@ def test_mask_dump_hides_fds_and_sorts_socket_blocks():
 
 
 def test_sim_ports_names_owners_by_role(tmp_path):
-    from oxsd.diff.runner import sim_ports
+    from oxsd.diff.final_state import sim_ports
     ports = tmp_path / "evtchn" / "ports"
     (ports / "0").mkdir(parents=True)
     (ports / "5").mkdir()
