@@ -40,7 +40,7 @@ def key_of_str(apath: str) -> Tuple[str, ...]:
 
 
 def key_of_path(path: Path) -> Tuple[str, ...]:
-    return ("",) + tuple(path.to_string_list())
+    return ("",) + path  # a Path is a tuple of its components
 
 
 class Connections:
@@ -197,20 +197,18 @@ class Connections:
                      path: Path, recurse: bool) -> None:
         """Fire every watch on `path` and its ancestors, and below it when `recurse`."""
         key = key_of_path(path)
-        spath = path.to_string()
-
-        def fire_watch(_name, watches):
-            if watches:
+        along = self.watches.values_along(key)
+        if along:
+            spath = path.to_string()
+            for watches in along:
                 for w in watches:
-                    fire_watch_with_path(source, roots, w, spath)
-
-        def fire_rec(_name, watches):
-            if watches:
-                for w in watches:
-                    fire_single_watch(source, roots, w)
-
-        self.watches.iter_path(fire_watch, key)
+                    fire_watch_with_path(source, roots, w, spath, path)
         if recurse:
+            def fire_rec(_name, watches):
+                if watches:
+                    for w in watches:
+                        fire_single_watch(source, roots, w)
+
             self.watches.sub(key).iter(fire_rec)
 
     def send_watchevents(self, con: Connection) -> None:
@@ -283,13 +281,16 @@ def root_lookup_perms(root: "Node", path: Path) -> list:
     return result
 
 
-def fire_single_watch(source: Connection, roots, watch: Watch) -> None:
+def fire_single_watch(source: Connection, roots, watch: Watch,
+                      abspath: Optional[Path] = None) -> None:
+    """`abspath`: the event path, absolute and parsed, when the caller has it."""
     oldroot, root = roots
     con = watch.con
-    try:
-        abspath = Path.of_string(con.get_watch_path(watch.path))
-    except Exception:
-        return
+    if abspath is None:
+        try:
+            abspath = Path.of_string(con.get_watch_path(watch.path))
+        except Exception:
+            return
     perms = lookup_watch_perm(abspath, oldroot) + lookup_watch_perm(abspath, root)
     if Perms.can_fire_watch(con.perm, perms, con.settings):
         source.fire_single_watch_unchecked(watch)
@@ -298,10 +299,12 @@ def fire_single_watch(source: Connection, roots, watch: Watch) -> None:
         con.access_log.watch_not_fired(con.domstr, pstr, abspath.to_string())
 
 
-def fire_watch_with_path(source: Connection, roots, watch: Watch, path: str) -> None:
+def fire_watch_with_path(source: Connection, roots, watch: Watch, path: str,
+                         parsed: Optional[Path] = None) -> None:
+    """`parsed`: `path` as a Path, when the caller has it (it is the event's absolute path)."""
     limit = watch.max_components
     if limit is not None and (path.count("/") if path != "/" else 0) > limit:
         return  # deeper than the watch's <depth> (protocol level 4.22)
     if watch.is_relative and path[0] == "/":
         path = path[len(watch.base):]
-    fire_single_watch(source, roots, watch.with_path(path))
+    fire_single_watch(source, roots, watch.with_path(path), parsed)

@@ -148,6 +148,24 @@ class PMap(Mapping):
         return new
 
     def set(self, key: Any, value: Any) -> "PMap":
+        # A map of up to about LEAF_MAX * 32 entries is one list of leaves
+        # (/local/domain's children on most hosts): its update inline.
+        root = self._root
+        if type(root) is list:
+            i = hash(key) & _MASK
+            leaf = root[i]
+            if type(leaf) is dict:
+                old = leaf.get(key, _MISSING)
+                if old is value:
+                    return self
+                new_leaf = dict(leaf)
+                new_leaf[key] = value
+                copy = list(root)
+                copy[i] = _split(new_leaf, _BITS) if len(new_leaf) > LEAF_MAX else new_leaf
+                return PMap(copy, self._len + (old is _MISSING))
+        return self._set(key, value)
+
+    def _set(self, key: Any, value: Any) -> "PMap":
         lists, slots, leaf, shift = self._path(key)
         if leaf is not None and leaf.get(key, _MISSING) is value:
             return self

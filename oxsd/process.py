@@ -32,7 +32,7 @@ from .live_update import LiveUpdate
 from .logging_ import exn_to_string
 from .packet import ACK, DATA, DATA_OR_ACK, NONE, Ack, Error, Reply, Request, Response
 from .stats import SAMPLE, DaemonStats
-from .store import Path
+from .store import Path, PathCache
 from .transaction import Transaction
 from .transaction_end import TransactionAgain, TransactionEnd
 from .xb.op import NEWER_OPS, Op
@@ -116,6 +116,7 @@ class Process(TransactionEnd, CarriedTransactions, Control):
         self.cons = cons
         self.doms = doms
         self.settings = settings
+        self.paths = PathCache(settings.quota_path_max)  # the requests' parsed paths
         self.access_log = access_log
         self.txreg = txreg
         self.history = history
@@ -164,7 +165,7 @@ class Process(TransactionEnd, CarriedTransactions, Control):
     def split_one_path(self, data: bytes, con: Connection) -> Path:
         args = data.split(b"\0", 1)  # split(2, data); Path.create decodes (decode_path)
         if len(args) == 2 and args[1] == b"":
-            return Path.create(args[0], con.base_path, self.settings.quota_path_max)
+            return self.paths.create(args[0], con.base_path)
         raise InvalidCmdArgs()
 
     def process_watch(self, source: Connection, t: Transaction) -> None:
@@ -232,7 +233,7 @@ class Process(TransactionEnd, CarriedTransactions, Control):
         args = data.split(b"\0", 1)  # split(2, data); Path.create decodes (decode_path)
         if len(args) != 2:
             raise InvalidCmdArgs()
-        path = Path.create(args[0], con.base_path, self.settings.quota_path_max)
+        path = self.paths.create(args[0], con.base_path)
         if not t.write_below_parent(con.perm, path, args[1]):  # the usual case, one tree walk
             self.create_implicit_path(t, con.perm, path)
             t.write(con.perm, path, args[1])
@@ -258,7 +259,7 @@ class Process(TransactionEnd, CarriedTransactions, Control):
             raise InvalidCmdArgs()
         # OCaml evaluates the tuple right to left: perms are parsed first.
         perms = Perms.Node.of_string(args[1])
-        path = Path.create(decode_path(args[0]), con.get_path(), self.settings.quota_path_max)
+        path = self.paths.create(args[0], con.get_path())
         t.setperms(con.perm, path, perms)
 
     def do_error(self, con: Connection, t: Transaction, data: bytes) -> None:

@@ -66,7 +66,7 @@ from .utils import ocaml_escaped, path_validate
 if TYPE_CHECKING:
     from .config import Settings
 
-__all__ = ["Node", "Path", "Store", "traversal", "dump_store_buf"]
+__all__ = ["Node", "Path", "PathCache", "Store", "traversal", "dump_store_buf"]
 
 log = logging.getLogger("oxsd.store|node")
 
@@ -390,6 +390,41 @@ class Path(tuple):
 
 
 _ROOT = Path(())
+
+
+class PathCache:
+    """`Path.create` of recently seen client paths: a request's path is parsed once.
+
+    `Path.create` is a pure function of the raw path, the connection's
+    path and `path_max`, and parsing costs a few microseconds (a regex and
+    a tuple per path; `/local/domain/<n>/` prefixes more), several times a
+    request's other work for a READ.  Only paths that parse are kept (an
+    invalid one raises each time, as it should), only short ones (a client
+    cannot make the cache hold more than MAX entries of MAX_LEN bytes), and
+    the whole table is dropped when full: O(1) per lookup, amortised, and
+    bounded memory whatever a client sends.
+    """
+
+    __slots__ = ("_paths", "path_max")
+
+    MAX = 2048
+    MAX_LEN = 256
+
+    def __init__(self, path_max: int) -> None:
+        self._paths: Dict[Tuple[bytes, str], Path] = {}
+        self.path_max = path_max
+
+    def create(self, raw: bytes, connection_path: str) -> Path:
+        """Path.create(raw, connection_path, path_max); InvalidPath as it."""
+        key = (raw, connection_path)
+        path = self._paths.get(key)
+        if path is None:
+            path = Path.create(raw, connection_path, self.path_max)
+            if len(raw) <= self.MAX_LEN:
+                if len(self._paths) >= self.MAX:
+                    self._paths.clear()
+                self._paths[key] = path
+        return path
 Path.specials = [Path.of_string(Path.introduce_domain), Path.of_string(Path.release_domain)]
 
 _R = Perms.READ

@@ -17,7 +17,7 @@ Public API (keys are sequences of str):
   `t.sub(key) -> Trie` (the children below `key`, empty when missing);
   `t.iter(f)` with `f(name, value_or_None)`, pre-order;
   `t.iter_path(f, key)`: `f(name, value_or_None)` for each existing node
-  along `key`, top down; `t.map(f) -> Trie` (`f(value)` returns the new
+  along `key`, top down; `t.values_along(key)`: their non-empty values; `t.map(f) -> Trie` (`f(value)` returns the new
   value or None to drop it; empty branches are pruned);
   `t.fold(f, acc)` with `f(name, value_or_None, acc)`; `t.is_empty()`.
 """
@@ -204,6 +204,20 @@ class Trie(Generic[V]):
                 return
             f(node.key, node.value)
             tree = node.children
+
+    def values_along(self, path: Sequence[str]) -> List[V]:
+        """The values of the nodes along the longest existing prefix of `path`, top down
+        (iter_path's non-empty values, without a call per node)."""
+        out: List[V] = []
+        tree = self.nodes
+        for h in path:
+            node = tree.get(h)
+            if node is None:
+                break
+            if node.value:
+                out.append(node.value)
+            tree = node.children
+        return out
 
     def set(self, path: Sequence[str], value: V) -> "Trie[V]":
         if not path:

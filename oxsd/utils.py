@@ -202,12 +202,14 @@ def _domain_prefix_len(abs_path: str) -> int:
     m = _DOMAIN_PREFIX.match(abs_path)
     if m is None:
         return 0
-    try:
-        # Scanf converts the token with int_of_string; an overflow makes the
-        # whole match fail, and then the full length counts.
-        int_of_string(m.group(1))
-    except IntOfStringFailure:
-        return 0
+    digits = m.group(1)
+    if len(digits) > 18 or not digits.isdigit():  # 18 plain digits cannot overflow
+        try:
+            # Scanf converts the token with int_of_string; an overflow makes the
+            # whole match fail, and then the full length counts.
+            int_of_string(digits)
+        except IntOfStringFailure:
+            return 0
     return m.end()
 
 

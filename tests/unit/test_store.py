@@ -10,7 +10,7 @@ from oxsd.config import Settings
 from oxsd.define import (AlreadyExist, DataTooBig, DoesntExist, InvalidPath, LookupDoesntExist,
                          PermissionDenied, QuotaLimitReached)
 from oxsd.quota import Quota
-from oxsd.store import Node, Path, Store, dump_store_buf, traversal
+from oxsd.store import Node, Path, PathCache, Store, dump_store_buf, traversal
 
 DOM0 = P.Connection.full_rights
 
@@ -704,3 +704,42 @@ def test_guest_create_write_rm_and_commit_cost_the_same_with_30_or_3000_domains(
     few, many = guest_ops_cost(30), guest_ops_cost(3000)
     for op in few:
         assert many[op] <= few[op] + 4096, (op, few[op], many[op])
+
+
+# -- PathCache (Path.create, parsed once per path) ------------------------------------
+
+@pytest.mark.parametrize("raw,base", [
+    (b"/bench/k1", "/local/domain/0/"), (b"device/vif/0/state", "/local/domain/5/"),
+    (b"/local/domain/5/device", "/local/domain/0/"), (b"@releaseDomain", "/local/domain/3/"),
+    (b"/", "/local/domain/0/"),
+])
+def test_path_cache_gives_what_path_create_gives(raw, base):
+    cache = PathCache(2048)
+    first = cache.create(raw, base)
+    assert first == Path.create(raw, base, 2048)
+    assert cache.create(raw, base) is first  # the second time from the table
+
+
+def test_path_cache_keys_on_the_connection_path_too():
+    cache = PathCache(2048)
+    assert cache.create(b"data", "/local/domain/5/") == Path.of_string("/local/domain/5/data")
+    assert cache.create(b"data", "/local/domain/6/") == Path.of_string("/local/domain/6/data")
+
+
+@pytest.mark.parametrize("raw", [b"/a//b", b"", b"/a/", b"/" + b"x" * 30])
+def test_path_cache_never_keeps_an_invalid_path(raw):
+    cache = PathCache(20)
+    for _ in range(2):
+        with pytest.raises(InvalidPath):
+            cache.create(raw, "/local/domain/0/")
+    assert len(cache._paths) == 0
+
+
+def test_path_cache_stays_bounded_whatever_the_client_sends():
+    cache = PathCache(4096)
+    for i in range(3 * PathCache.MAX):
+        assert cache.create(b"/p%d" % i, "/local/domain/0/") == Path(("p%d" % i,))
+        assert len(cache._paths) <= PathCache.MAX
+    long_path = b"/" + b"x" * PathCache.MAX_LEN
+    assert cache.create(long_path, "/local/domain/0/") == Path(("x" * PathCache.MAX_LEN,))
+    assert (long_path, "/local/domain/0/") not in cache._paths

@@ -167,6 +167,9 @@ def test_filter_in_and_out():
     ("/local/domain/5", 15), ("/local/domain/0x10/x", 20), ("/local/domain//x", 16),
     ("/local/domain/_5/x", 18), ("/a", 2), ("@foo", 4),
     ("/local/domain/99999999999999999999/x", 36),  # overflow: whole length counts
+    # 18 digits never overflow; at 19 OCaml's int_of_string decides (max_int = 2^62 - 1)
+    ("/local/domain/999999999999999999/x", 1), ("/local/domain/4611686018427387903/x", 1),
+    ("/local/domain/4611686018427387904/x", 35), ("/local/domain/1_000000000000000000/x", 1),
 ])
 def test_path_validate_counts_only_the_part_after_local_domain_n(path, counted):
     assert U.path_validate(path, "/local/domain/7/", counted) == path
