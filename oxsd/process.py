@@ -165,7 +165,7 @@ class Process:
     def split_one_path(self, data: bytes, con: Connection) -> Path:
         args = data.split(b"\0", 1)  # split(2, data); Path.create decodes (decode_path)
         if len(args) == 2 and args[1] == b"":
-            return Path.create(args[0], con.base_path, self.settings.quota_path_max)
+            return Path.create(args[0], con.base_path, con.path_max)
         raise InvalidCmdArgs()
 
     def process_watch(self, source: Connection, t: Transaction) -> None:
@@ -268,7 +268,7 @@ class Process:
         args = data.split(b"\0", 1)  # split(2, data); Path.create decodes (decode_path)
         if len(args) != 2:
             raise InvalidCmdArgs()
-        path = Path.create(args[0], con.base_path, self.settings.quota_path_max)
+        path = Path.create(args[0], con.base_path, con.path_max)
         self.create_implicit_path(t, con.perm, path)
         t.write(con.perm, path, args[1])
 
@@ -293,7 +293,7 @@ class Process:
             raise InvalidCmdArgs()
         # OCaml evaluates the tuple right to left: perms are parsed first.
         perms = Perms.Node.of_string(args[1])
-        path = Path.create(decode_path(args[0]), con.get_path(), self.settings.quota_path_max)
+        path = Path.create(decode_path(args[0]), con.get_path(), con.path_max)
         t.setperms(con.perm, path, perms)
 
     def do_error(self, con: Connection, t: Transaction, data: bytes) -> None:

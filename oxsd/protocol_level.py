@@ -150,7 +150,7 @@ class ProtocolLevel:
         self.generations = Generations()
         # SET_FEATURE values of domains not introduced yet, and of introduced ones.
         self.features: Dict[int, int] = {}
-        self.directory_part = DirectoryPart(self.settings.quota_path_max, self.generations)
+        self.directory_part = DirectoryPart(self.generations)
 
     # -- features -------------------------------------------------------
     def features_of(self, con: "Connection") -> int:
