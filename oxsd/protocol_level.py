@@ -39,7 +39,7 @@ from .connections import lookup_watch_perm
 from .directory_part import DirectoryPart, Generations, c_atoi
 from .store import Path
 from .utils import hexify, int_of_string, unhexify
-from .xb.op import Op
+from .xb.op import NEWER_OPS, Op
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -174,13 +174,15 @@ class ProtocolLevel:
 
     @staticmethod
     def complete_empty_packet(con: "Connection"):
-        """A header with length 0 is a whole packet now, as for C xenstored.
+        """A header of ops 22..26 with length 0 is a whole packet now, as for C xenstored.
 
         4.17 (xb.ml) completes it on the next input step only, i.e. on a socket
         when the next request comes: GET_FEATURE and GET_QUOTA without
-        arguments would wait for it."""
+        arguments, as libxenstore sends them, would wait for it.  The ops 4.17
+        knows keep its behaviour (the corpus at this level shows it)."""
         partial = con.xb.partial_in
         if (partial.in_body() and partial.to_read() == 0
+                and partial._pkt.ty in NEWER_OPS  # the header just read (xb/partial.py)
                 and not con.pending_source_watchevents.q):
             try:
                 return con.xb.input()
@@ -356,12 +358,14 @@ class ProtocolLevel:
     def dump_lines(self) -> List[str]:
         """oxsd's records of the level-4.22 state, after the original's.
 
-            xs-generation,<counter>                  DIRECTORY_PART's generation counter
+            xs-generation,<counter>                  DIRECTORY_PART's generation counter (once used)
             xs-feature,<domid>,<features>            SET_FEATURE values
             xs-quota,<domid or -1 (global)>,<name>,<value>
             xs-watch-depth,<con ident>,<hex path>,<hex token>,<depth>
         """
-        lines = [f"xs-generation,{self.generations.counter}\n"]
+        lines = []
+        if self.generations.counter:
+            lines.append(f"xs-generation,{self.generations.counter}\n")
         lines.extend(f"xs-feature,{d},{f}\n" for d, f in sorted(self.features.items()))
         lines.extend(f"xs-quota,-1,{n},{v}\n" for n, v in self.quotas.global_.items())
         for d, qs in sorted(self.quotas.domains.items()):
