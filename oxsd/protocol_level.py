@@ -11,6 +11,13 @@ the ring advertises RECONNECTION only.  `4.22` installs, with C xenstored
   (oxenstored's), ERROR, WATCHDEPTH, DOMID_ANY; SET_FEATURE only before the
   domain's INTRODUCE; the ring `error` field is set to XENSTORE_ERROR_RINGIDX
   when a ring's indexes are found corrupt (domain.c ignore_connection);
+* DOMID_ANY (0x7ff5) in permissions: SET_PERMS from a writer with the
+  feature makes the record a `perms.AnyDomainNode` (every domain matches
+  its DOMID_ANY entries, core.c perm_allows_conn); from a writer without
+  it the entry is ignored, and an ignored owner is ENOENT
+  (domain.c domain_alloc_permrefs, core.c do_set_perms); the `@releaseDomain`
+  node keeps oxenstored's `n0` (C master starts it as `n0 r<DOMID_ANY>`,
+  core.c setup_structure; dom0 can set that with SET_PERMS);
 * XS_GET_QUOTA / XS_SET_QUOTA (25/26): `nodes`, `watches`, `transactions`,
   `node-size` (domain.c quota_adm names), global and per domain, dom0 only.
   A domain without a value of its own is checked as oxenstored checks it
@@ -20,9 +27,7 @@ the ring advertises RECONNECTION only.  `4.22` installs, with C xenstored
 * WATCH `<path>|<token>|<depth>|` (watch.c do_watch, is_child) and the
   special watches `@releaseDomain/<domid>`, `@introduceDomain/<domid>`, and
   `<depth>` 1 on `@releaseDomain`/`@introduceDomain` reporting
-  `@<special>/<domid>` (domain.c fire_special_watches);
-* not DOMID_ANY: the bit is never advertised (and SET_FEATURE refuses it,
-  EINVAL, as C xenstored refuses a feature it does not support).
+  `@<special>/<domid>` (domain.c fire_special_watches).
 
 Dump records (oxsd's; the original skips them as unknown lines): see
 `dump_lines`.
@@ -37,6 +42,7 @@ from .config import PROTOCOL_LEVELS, check_protocol_level
 from . import perms as Perms
 from .connections import lookup_watch_perm
 from .directory_part import DirectoryPart, Generations, c_atoi
+from .process import InvalidCmdArgs, decode_path, split
 from .store import Path
 from .utils import hexify, int_of_string, unhexify
 from .xb.op import NEWER_OPS, Op
@@ -60,8 +66,7 @@ FEATURE_RECONNECTION = 1
 FEATURE_ERROR = 2
 FEATURE_WATCHDEPTH = 4
 FEATURE_DOMID_ANY = 8
-# DOMID_ANY is not offered: oxsd's permission checks do not know DOMID_ANY (docs/protocol-4.22.md).
-FEATURES = FEATURE_RECONNECTION | FEATURE_ERROR | FEATURE_WATCHDEPTH
+FEATURES = FEATURE_RECONNECTION | FEATURE_ERROR | FEATURE_WATCHDEPTH | FEATURE_DOMID_ANY
 
 # xs_wire.h XENSTORE_ERROR_*
 XENSTORE_ERROR_RINGIDX = 2
@@ -290,6 +295,25 @@ class ProtocolLevel:
             raise Define.InvalidArgument("value")
         self.quotas.domains.setdefault(domid, {})[name] = val
 
+    # -- permissions ----------------------------------------------------
+    def do_setperms(self, con: "Connection", t: "Transaction", data: bytes) -> None:
+        """SET_PERMS with DOMID_ANY (core.c do_set_perms).
+
+        A DOMID_ANY entry stands for every domain when the writer has
+        FEATURE_DOMID_ANY; without it the entry is ignored, and an ignored
+        owner is ENOENT (domain.c domain_alloc_permrefs)."""
+        args = split(2, data)
+        if len(args) != 2:
+            raise InvalidCmdArgs()
+        perms = Perms.Node.of_string(args[1])
+        if Perms.names_domid_any(perms):
+            if self.features_of(con) & FEATURE_DOMID_ANY:
+                perms = Perms.AnyDomainNode(*perms)
+            elif perms.owner == Perms.DOMID_ANY:
+                raise Define.NotFound(Perms.DOMID_ANY)
+        path = Path.create(decode_path(args[0]), con.get_path(), con.path_max)
+        t.setperms(con.perm, path, perms)
+
     # -- watches --------------------------------------------------------
     def do_watch(self, con: "Connection", t: "Transaction", data: bytes):
         """WATCH, with `<depth>` when the connection has WATCHDEPTH (watch.c do_watch)."""
@@ -362,6 +386,7 @@ class ProtocolLevel:
             xs-feature,<domid>,<features>            SET_FEATURE values
             xs-quota,<domid or -1 (global)>,<name>,<value>
             xs-watch-depth,<con ident>,<hex path>,<hex token>,<depth>
+            xs-domid-any,<hex path>                  a node whose DOMID_ANY entries count
         """
         lines = []
         if self.generations.counter:
@@ -377,6 +402,13 @@ class ProtocolLevel:
                     if w.depth is not None:
                         lines.append(f"xs-watch-depth,{ident},{hexify(w.path)},"
                                      f"{hexify(w.token)},{w.depth}\n")
+
+        def domid_any(path: Path, node) -> None:
+            if type(node.perms) is Perms.AnyDomainNode:
+                fullpath = Path.of_path_and_name(path, node.name).to_string()
+                lines.append(f"xs-domid-any,{hexify(fullpath)}\n")
+
+        self.process.store.dump_fct(domid_any)
         return lines
 
     def restore_line(self, fields: List[str], get_con: Callable[[int], "Connection"]) -> bool:
@@ -400,6 +432,8 @@ class ProtocolLevel:
                 self.quotas.global_[name] = value
             else:
                 self.quotas.domains.setdefault(parse_domid(fields[1].encode()), {})[name] = value
+        elif kind == "xs-domid-any" and n == 2:
+            self._restore_domid_any(Path.of_string(unhexify(fields[1])))
         elif kind == "xs-watch-depth" and n == 5:
             con = get_con(int_of_string(fields[1]))
             path, token = unhexify(fields[2]).decode("latin-1"), unhexify(fields[3])
@@ -411,6 +445,14 @@ class ProtocolLevel:
         else:
             return False
         return True
+
+    def _restore_domid_any(self, path: Path) -> None:
+        store = self.process.store
+        node = store.get_node(path)
+        if node is None:
+            raise Define.DoesntExist()
+        perms = Perms.honour_domid_any(node.perms)
+        store.set_root(store.path_setperms(Perms.Connection.full_rights, path, perms))
 
 
 def install(process: "Process") -> ProtocolLevel:
@@ -426,8 +468,9 @@ def install(process: "Process") -> ProtocolLevel:
         Op.SET_QUOTA: (ACK, level.do_set_quota),
         Op.WATCH: (NONE, level.do_watch),
     })
-    # A read: replayable in a transaction like DIRECTORY.
+    # Replayable in a transaction: a read like DIRECTORY, SET_PERMS as 4.17's.
     process._simple[Op.DIRECTORY_PART] = (DATA, level.directory_part.do_directory_part)
+    process._table[Op.SET_PERMS] = process._simple[Op.SET_PERMS] = (ACK, level.do_setperms)
     process.cons.on_new_domain = level.on_new_domain
     store = process.store
     store.set_quota(store.get_quota().with_limits(level.quotas))

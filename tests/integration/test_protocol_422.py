@@ -23,6 +23,7 @@ XS_WATCH = 4
 XS_DIRECTORY_PART, XS_GET_FEATURE, XS_SET_FEATURE, XS_GET_QUOTA, XS_SET_QUOTA = range(22, 27)
 WAIT = 10.0
 LEVEL_422 = DaemonSettings(extra_args=["--protocol-level", "4.22"])
+ANY = 0x7FF5  # xen.h DOMID_ANY, as a permission entry's domid: 32757
 
 
 def _z(*args: str) -> bytes:
@@ -117,6 +118,10 @@ def test_default_level_answers_the_new_ops_enosys_and_takes_no_depth(start, xens
                 assert _err(xensim, lambda: c.request(op, payload)) == "ENOSYS"
             assert _err(xensim, lambda: c.request(XS_WATCH, _z("/a", "t", "1"))) == "EINVAL"
         assert g.ring.server_features == 1  # RECONNECTION only, as oxenstored 4.17
+        # DOMID_ANY is just a domid no one connects as
+        d0.write("/pub", "v")
+        d0.set_perms("/pub", ["n0", f"r{ANY}"])
+        assert _err(xensim, lambda: g.read("/pub")) == "EACCES"
     finally:
         g.close()
         d0.close()
@@ -263,16 +268,16 @@ def test_directory_part_is_byte_identical_to_c_xenstored_4_17(new, xensim):
 
 def test_features_get_set_and_the_ring(new, xensim):
     daemon, d0, guest = new
-    assert d0.request(XS_GET_FEATURE) == b"7\0"  # RECONNECTION | ERROR | WATCHDEPTH
+    assert d0.request(XS_GET_FEATURE) == b"15\0"  # RECONNECTION | ERROR | WATCHDEPTH | DOMID_ANY
     g5 = guest(5)
-    assert g5.ring.server_features == 7
-    assert g5.request(XS_GET_FEATURE) == b"7\0"
-    assert d0.request(XS_GET_FEATURE, _z("5")) == b"7\0"
+    assert g5.ring.server_features == 15
+    assert g5.request(XS_GET_FEATURE) == b"15\0"
+    assert d0.request(XS_GET_FEATURE, _z("5")) == b"15\0"
     assert _err(xensim, lambda: g5.request(XS_GET_FEATURE, _z("5"))) == "EACCES"
     assert _err(xensim, lambda: g5.request(XS_SET_FEATURE, _z("6", "1"))) == "EACCES"
     assert _err(xensim, lambda: d0.request(XS_SET_FEATURE, _z("5", "1"))) == "EBUSY"
     g6 = guest(6, introduce=False)  # the hypervisor knows it; not introduced yet
-    assert _err(xensim, lambda: d0.request(XS_SET_FEATURE, _z("6", "8"))) == "EINVAL"
+    assert _err(xensim, lambda: d0.request(XS_SET_FEATURE, _z("6", "16"))) == "EINVAL"  # unknown
     assert _err(xensim, lambda: d0.request(XS_SET_FEATURE, _z("6"))) == "EINVAL"
     assert _err(xensim, lambda: d0.request(XS_SET_FEATURE, _z("x6", "1"))) == "EINVAL"
     assert _err(xensim, lambda: d0.request(XS_SET_FEATURE, _z("77", "1"))) == "ENOENT"
@@ -294,6 +299,89 @@ def test_features_get_set_and_the_ring(new, xensim):
                 "guest 6 marked bad")
     assert g6.ring.error == 0
     assert d0.read("/local/domain/5") == b""  # the daemon serves on
+
+
+# -- DOMID_ANY in permissions ---------------------------------------------------------------
+
+def test_domid_any_counts_for_every_domain_when_the_writer_has_the_feature(new, xensim):
+    """core.c perm_allows_conn, domain.c domain_alloc_permrefs, over the socket and rings."""
+    daemon, d0, guest = new
+    g5 = guest(5)
+    g6 = guest(6, introduce=False)
+    assert d0.request(XS_SET_FEATURE, _z("6", "7")) == b"OK\0"  # all but DOMID_ANY
+    d0.introduce(6, g6.mfn, g6.port)
+    assert g6.ring.server_features == 7
+    g7 = guest(7)
+    # set over the socket (dom0 has every feature): any domain reads, none writes
+    d0.write("/pub", "v")
+    d0.set_perms("/pub", ["n0", f"r{ANY}"])
+    assert d0.get_perms("/pub") == ["n0", f"r{ANY}"]
+    for g in (g5, g6, g7):
+        assert g.read("/pub") == b"v"
+        assert _err(xensim, lambda: g.write("/pub", "x")) == "EACCES"
+    d0.write("/pub/child", "c")  # a new node inherits the record, DOMID_ANY included
+    assert g7.read("/pub/child") == b"c"
+    assert g7.get_perms("/pub/child") == ["n0", f"r{ANY}"]
+    g5.watch("/pub/child", "p")
+    assert g5.wait_watch(5) == ("/pub/child", "p")
+    d0.write("/pub/child", "c2")
+    assert _events(g5) == [("/pub/child", "p")]  # the watch filter is the same check
+    # the first matching entry wins, DOMID_ANY matching all
+    d0.set_perms("/pub", ["n0", "n7", f"b{ANY}"])
+    assert _err(xensim, lambda: g7.read("/pub")) == "EACCES"
+    g5.write("/pub", "by 5")
+    # the owner DOMID_ANY: every domain has the owner's rights; none may give it away
+    d0.write("/common", "")
+    d0.set_perms("/common", [f"n{ANY}"])
+    g5.write("/common/from5", "x")
+    g7.set_perms("/common", [f"n{ANY}", "r0"])
+    assert _err(xensim, lambda: g7.set_perms("/common", ["n7"])) == "EACCES"  # oxenstored's rule
+    # set over a guest's ring, with the feature
+    g5.write("data/open", "5")
+    g5.set_perms("data/open", ["n5", f"r{ANY}"])
+    assert g7.read("/local/domain/5/data/open") == b"5"
+    # from a guest without the feature: the entry is kept but ignored, the owner refused
+    g6.write("data/closed", "6")
+    g6.set_perms("data/closed", ["n6", f"r{ANY}"])
+    assert g6.get_perms("data/closed") == ["n6", f"r{ANY}"]
+    assert _err(xensim, lambda: g5.read("/local/domain/6/data/closed")) == "EACCES"
+    assert _err(xensim, lambda: g6.set_perms("data/closed", [f"n{ANY}"])) == "ENOENT"
+    g5.watch("/local/domain/6/data/closed", "c")
+    assert g5.wait_watch(5) == ("/local/domain/6/data/closed", "c")  # the first: unchecked
+    g6.write("data/closed", "again")
+    assert _events(g5) == []
+    # the same perms set again by dom0 count
+    d0.set_perms("/local/domain/6/data/closed", ["n6", f"r{ANY}"])
+    assert g5.read("/local/domain/6/data/closed") == b"again"
+    # a released domain takes its own entries along, never DOMID_ANY's (domain.c
+    # domain_adjust_node_perms)
+    d0.set_perms("/pub", ["n0", "r6", f"r{ANY}"])
+    d0.release(6)
+    assert d0.get_perms("/pub") == ["n0", f"r{ANY}"]
+    assert g7.read("/pub") == b"by 5"
+
+
+def test_release_domain_opened_to_every_domain_with_domid_any(new, xensim):
+    """C master starts @releaseDomain as n0 r<DOMID_ANY> (core.c setup_structure); oxsd
+    keeps oxenstored's n0 (the tree of every 4.17 scenario shows it), dom0 sets C's."""
+    daemon, d0, guest = new
+    g5, g6 = guest(5), guest(6)
+    assert d0.get_perms("@releaseDomain") == ["n0"]
+    g5.watch("@releaseDomain", "all")
+    g5.watch("@releaseDomain/6", "six")
+    assert len(_events(g5)) == 2  # the initial events
+    d0.release(6)
+    assert _events(g5) == []  # n0: dom0's only
+    d0.set_perms("@releaseDomain", ["n0", f"r{ANY}"])
+    g7 = guest(7)
+    d0.release(7)
+    assert _events(g5) == [("@releaseDomain", "all")]
+    g5.watch("@releaseDomain/8", "eight")
+    assert len(_events(g5)) == 1
+    guest(8)
+    d0.release(8)
+    assert sorted(_events(g5)) == [("@releaseDomain", "all"), ("@releaseDomain/8", "eight")]
+    del g6, g7
 
 
 # -- GET_QUOTA / SET_QUOTA ------------------------------------------------------------------
@@ -437,11 +525,18 @@ def test_release_and_introduce_domain_watches_with_domid(new, xensim):
 
 # -- live update carries the new state ---------------------------------------------------------
 
-def test_live_update_carries_quotas_features_depths_and_generations(new, xensim):
+def test_live_update_carries_quotas_features_depths_generations_and_domid_any(new, xensim):
     daemon, d0, guest = new
     g = guest(5)
-    guest(6, introduce=False)
+    g6 = guest(6, introduce=False)
     d0.request(XS_SET_FEATURE, _z("6", "1"))
+    d0.introduce(6, g6.mfn, g6.port)
+    g6.write("data/closed", "6")
+    g6.set_perms("data/closed", ["n6", f"r{ANY}"])  # guest 6 lacks DOMID_ANY: ignored
+    d0.write("/lu-any/a", "")
+    d0.set_perms("/lu-any", ["n0", f"r{ANY}"])
+    d0.write("/lu-any/b", "w")  # inherits /lu-any's record; /lu-any/a keeps n0
+    assert g.read("/lu-any/b") == b"w"
     d0.request(XS_SET_QUOTA, _z("5", "watches", "3"))
     d0.request(XS_SET_QUOTA, _z("nodes", "900"))
     d0.request(XS_WATCH, _z("/lu", "deep0", "0"))
@@ -466,4 +561,8 @@ def test_live_update_carries_quotas_features_depths_and_generations(new, xensim)
     d0.write("/lu", "v")
     d0.write("/lu/c/d", "")
     assert _events(d0) == [("/lu", "deep0")]  # the depth survived
-    del g
+    # DOMID_ANY: honoured where it was, still ignored where it was
+    assert g.read("/lu-any") == b"" and g.read("/lu-any/b") == b"w"
+    assert _err(xensim, lambda: g.read("/lu-any/a")) == "EACCES"
+    assert _err(xensim, lambda: g.read("/local/domain/6/data/closed")) == "EACCES"
+    assert d0.get_perms("/local/domain/6/data/closed") == ["n6", f"r{ANY}"]
