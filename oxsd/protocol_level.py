@@ -18,12 +18,15 @@ the ring advertises RECONNECTION only.  `4.22` installs, with C xenstored
   (domain.c domain_alloc_permrefs, core.c do_set_perms); the `@releaseDomain`
   node keeps oxenstored's `n0` (C master starts it as `n0 r<DOMID_ANY>`,
   core.c setup_structure; dom0 can set that with SET_PERMS);
-* XS_GET_QUOTA / XS_SET_QUOTA (25/26): `nodes`, `watches`, `transactions`,
-  `node-size` (domain.c quota_adm names), global and per domain, dom0 only.
-  A domain without a value of its own is checked as oxenstored checks it
-  (EQUOTA/E2BIG from the global limits); with one, as C xenstored checks
-  (domain_quota_add_exceeds: ENOSPC, node-size E2BIG; 0 = no limit); a
-  quota below the current use only refuses further growth;
+* XS_GET_QUOTA / XS_SET_QUOTA (25/26): every name of C master's quota_adm,
+  global and per domain, dom0 only.  Enforced: `nodes`, `watches`,
+  `transactions`, `node-size`, `path-max` and `node-permissions`; the
+  others are kept and reported, as C does, without effect (`QUOTA_NAMES`,
+  docs/protocol-4.22.md says why).  A domain without a value of its own is
+  checked as oxenstored checks it (EQUOTA/E2BIG from the global limits);
+  with one, as C xenstored checks (domain_quota_add_exceeds: ENOSPC,
+  node-size E2BIG, path-max EINVAL; 0 = no limit); a quota below the
+  current use only refuses further growth;
 * WATCH `<path>|<token>|<depth>|` (watch.c do_watch, is_child) and the
   special watches `@releaseDomain/<domid>`, `@introduceDomain/<domid>`, and
   `<depth>` 1 on `@releaseDomain`/`@introduceDomain` reporting
@@ -35,6 +38,7 @@ Dump records (oxsd's; the original skips them as unknown lines): see
 from __future__ import annotations
 
 import logging
+import sys
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional
 
 from . import define as Define
@@ -71,9 +75,17 @@ FEATURES = FEATURE_RECONNECTION | FEATURE_ERROR | FEATURE_WATCHDEPTH | FEATURE_D
 # xs_wire.h XENSTORE_ERROR_*
 XENSTORE_ERROR_RINGIDX = 2
 
-QUOTA_NAMES = ("nodes", "watches", "transactions", "node-size")
+# domain.c quota_adm, in its order, and the one soft quota C master has (`soft-memory`):
+# GET_QUOTA without arguments lists them so.  Enforced: nodes, watches, transactions,
+# node-size, path-max, node-permissions.  Kept and reported only (C's answers, no
+# effect): outstanding, memory, soft-memory, transaction-nodes (docs/protocol-4.22.md).
+QUOTA_NAMES = ("nodes", "watches", "outstanding", "memory", "soft-memory", "transactions",
+               "transaction-nodes", "node-permissions", "path-max", "node-size")
+# The quotas Quota.check asks about (a node's creation and its size).
+NODE_QUOTAS = ("nodes", "node-size")
 U32 = 0xFFFFFFFF
 Q_VAL_DISABLED = U32  # domain.h: a value that cannot be set
+NO_PATH_LIMIT = sys.maxsize  # path-max 0
 
 
 def c_strings(data: bytes) -> List[bytes]:
@@ -106,7 +118,9 @@ class DomainQuotas:
         self.domains: Dict[int, Dict[str, int]] = {}
 
     def applies(self, domid: int) -> bool:
-        return bool(self.global_) or domid in self.domains
+        """Whether a node quota (`NODE_QUOTAS`) was set for `domid` or globally."""
+        own = self.domains.get(domid, {})
+        return any(n in self.global_ or n in own for n in NODE_QUOTAS)
 
     def value(self, domid: Optional[int], name: str) -> Optional[int]:
         """The value set for `domid` (or globally); None: oxenstored's own global check."""
@@ -117,12 +131,15 @@ class DomainQuotas:
         return self.global_.get(name)
 
     def reported(self, domid: Optional[int], name: str) -> int:
+        """GET_QUOTA's value: the one set, else what oxenstored's config enforces (0: nothing)."""
         v = self.value(domid, name)
         if v is not None:
             return v
         s = self.settings
         return {"nodes": s.quota_maxentity, "watches": s.quota_maxwatch,
-                "transactions": s.quota_transaction, "node-size": s.quota_maxsize}[name]
+                "transactions": s.quota_transaction, "node-size": s.quota_maxsize,
+                "path-max": s.quota_path_max, "outstanding": s.quota_maxoutstanding,
+                }.get(name, 0)
 
     def check_node(self, quota: "Quota", domid: int, size: int) -> None:
         """Quota.check for a domain with quota values of its own (Quota._check's hook)."""
@@ -164,10 +181,12 @@ class ProtocolLevel:
         return self.features.get(con.dom.id, FEATURES)
 
     def on_new_domain(self, con: "Connection") -> None:
-        """A new ring connection: advertise its features (domain.c introduce_domain)."""
+        """A new ring connection: advertise its features (domain.c introduce_domain);
+        its path-max quota."""
         ring = con.xb._ring
         if ring is not None:
             ring.ring.set_server_features(self.features_of(con))
+        self.apply_path_max(con)
 
     def on_bad_connection(self, con: "Connection") -> None:
         ring = con.xb._ring
@@ -262,6 +281,18 @@ class ProtocolLevel:
             return None
         return self.quotas.value(con.dom.id, name)
 
+    def apply_path_max(self, con: "Connection") -> None:
+        """`con.path_max`: its domain's `path-max` quota, else oxenstored's quota-path-max."""
+        limit = self.domain_limit(con, "path-max")
+        if limit is None:
+            con.path_max = self.settings.quota_path_max
+        else:
+            con.path_max = limit or NO_PATH_LIMIT
+
+    def _apply_path_max_everywhere(self) -> None:
+        for con in self.cons.iter_domains():
+            self.apply_path_max(con)
+
     def do_get_quota(self, con: "Connection", t: "Transaction", data: bytes) -> bytes:
         self._require_priv(con)
         args = c_strings(data)
@@ -286,6 +317,8 @@ class ProtocolLevel:
             if val == Q_VAL_DISABLED:
                 raise Define.InvalidArgument("value")
             self.quotas.global_[name] = val
+            if name == "path-max":
+                self._apply_path_max_everywhere()
             return
         domid = parse_domid(args[0])
         if not self._domain_exists(domid):
@@ -294,18 +327,24 @@ class ProtocolLevel:
         if val == Q_VAL_DISABLED:
             raise Define.InvalidArgument("value")
         self.quotas.domains.setdefault(domid, {})[name] = val
+        if name == "path-max":
+            self._apply_path_max_everywhere()
 
     # -- permissions ----------------------------------------------------
     def do_setperms(self, con: "Connection", t: "Transaction", data: bytes) -> None:
-        """SET_PERMS with DOMID_ANY (core.c do_set_perms).
+        """SET_PERMS with DOMID_ANY and the `node-permissions` quota (core.c do_set_perms).
 
         A DOMID_ANY entry stands for every domain when the writer has
         FEATURE_DOMID_ANY; without it the entry is ignored, and an ignored
-        owner is ENOENT (domain.c domain_alloc_permrefs)."""
+        owner is ENOENT (domain.c domain_alloc_permrefs).  More entries than
+        the writer's `node-permissions`: ENOSPC."""
         args = split(2, data)
         if len(args) != 2:
             raise InvalidCmdArgs()
         perms = Perms.Node.of_string(args[1])
+        limit = self.domain_limit(con, "node-permissions")
+        if limit and 1 + len(perms.acl) > limit:
+            raise Define.NoSpace()
         if Perms.names_domid_any(perms):
             if self.features_of(con) & FEATURE_DOMID_ANY:
                 perms = Perms.AnyDomainNode(*perms)
@@ -432,6 +471,8 @@ class ProtocolLevel:
                 self.quotas.global_[name] = value
             else:
                 self.quotas.domains.setdefault(parse_domid(fields[1].encode()), {})[name] = value
+            if name == "path-max":
+                self._apply_path_max_everywhere()
         elif kind == "xs-domid-any" and n == 2:
             self._restore_domid_any(Path.of_string(unhexify(fields[1])))
         elif kind == "xs-watch-depth" and n == 5:

@@ -388,7 +388,9 @@ def test_release_domain_opened_to_every_domain_with_domid_any(new, xensim):
 
 def test_quotas_get_set_and_enforced_per_domain(new, xensim):
     daemon, d0, guest = new
-    assert d0.request(XS_GET_QUOTA) == b"nodes watches transactions node-size\0"
+    assert d0.request(XS_GET_QUOTA) == (b"nodes watches outstanding memory soft-memory "
+                                        b"transactions transaction-nodes node-permissions "
+                                        b"path-max node-size\0")  # C master's, in its order
     assert d0.request(XS_GET_QUOTA, _z("nodes")) == b"1000\0"  # Debian's quota-maxentity
     g = guest(5)
     h = guest(6)
@@ -454,6 +456,84 @@ def test_global_quotas_still_give_equota(new, xensim):
     for i in range(101):  # Debian's quota-maxwatch = 100, and oxenstored allows one more
         g.watch(f"w{i}", "t")
     assert _err(xensim, lambda: g.watch("w-last", "t")) == "EQUOTA"
+
+
+def test_quotas_below_current_use_for_watches_and_transactions(new, xensim):
+    """Set over dom0's ring and over the socket: what exists stays, growth is refused."""
+    daemon, d0, guest = new
+    g = guest(5)
+    ring0 = xensim.dom0_ring_client(xensim.Sim(str(daemon.sim_dir)))
+    try:
+        for i in range(3):
+            g.watch(f"data/w{i}", "t")
+        assert len(_events(g)) == 3
+        tx1, tx2 = g.transaction_start(), g.transaction_start()
+        assert ring0.request(XS_SET_QUOTA, _z("5", "watches", "1")) == b"OK\0"
+        assert d0.request(XS_SET_QUOTA, _z("5", "transactions", "1")) == b"OK\0"
+        assert ring0.request(XS_GET_QUOTA, _z("5", "transactions")) == b"1\0"
+        g.write("data/w2", "x")
+        assert _events(g) == [("data/w2", "t")]  # the watches there still fire
+        assert _err(xensim, lambda: g.watch("data/w9", "t")) == "ENOSPC"
+        g.unwatch("data/w0", "t")
+        g.unwatch("data/w1", "t")
+        assert _err(xensim, lambda: g.watch("data/w9", "t")) == "ENOSPC"  # 1 of 1
+        g.unwatch("data/w2", "t")
+        g.watch("data/w9", "t")
+        # both transactions opened before go on and commit
+        g.write("data/t1", "1", tx1)
+        assert _err(xensim, lambda: g.transaction_start()) == "ENOSPC"
+        g.transaction_end(tx1)
+        assert _err(xensim, lambda: g.transaction_start()) == "ENOSPC"  # tx2: 1 of 1
+        g.write("data/t2", "2", tx2)
+        g.transaction_end(tx2)
+        assert g.read("data/t1") == b"1" and g.read("data/t2") == b"2"
+        g.transaction_end(g.transaction_start(), False)
+    finally:
+        ring0.handle.close()
+
+
+def test_every_c_quota_name_is_answered_and_path_and_perm_quotas_are_enforced(new, xensim):
+    daemon, d0, guest = new
+    g5, g6 = guest(5), guest(6)
+    names = d0.request(XS_GET_QUOTA).rstrip(b"\0").decode().split()
+    assert len(names) == 10
+    for n in names:  # what libxl_retrieve_domain_configuration reads back
+        assert d0.request(XS_GET_QUOTA, _z("5", n)).rstrip(b"\0").isdigit()
+    for n in ("memory", "soft-memory", "transaction-nodes", "node-permissions"):
+        assert d0.request(XS_GET_QUOTA, _z(n)) == b"0\0"  # nothing limits them: 0
+    assert _err(xensim, lambda: d0.request(XS_GET_QUOTA, _z("soft-nodes"))) == "EINVAL"
+    path_max = int(d0.request(XS_GET_QUOTA, _z("path-max")).rstrip(b"\0"))  # quota-path-max
+    # kept and reported as C xenstored does them, without effect here
+    for n in ("outstanding", "memory", "soft-memory", "transaction-nodes"):
+        assert d0.request(XS_SET_QUOTA, _z("5", n, "1")) == b"OK\0"
+        assert d0.request(XS_GET_QUOTA, _z("5", n)) == b"1\0"
+    tx = g5.transaction_start()
+    for i in range(3):
+        g5.write(f"data/tx{i}", "x", tx)
+    g5.transaction_end(tx)
+    # path-max, measured as quota-path-max (after /local/domain/<domid>/): EINVAL past it
+    assert d0.request(XS_SET_QUOTA, _z("5", "path-max", "20")) == b"OK\0"
+    g5.write("data/" + "x" * 15, "")  # 20
+    for long in ("data/" + "x" * 16, "/local/domain/5/data/" + "x" * 16):
+        assert _err(xensim, lambda: g5.write(long, "")) == "EINVAL"
+    assert _err(xensim, lambda: part(g5, "data/" + "x" * 16, 0)) == "EINVAL"
+    g6.write("data/" + "x" * 16, "")  # guest 6 keeps quota-path-max
+    d0.write("/local/domain/5/data/" + "y" * 30, "")  # dom0 is never limited
+    assert d0.request(XS_SET_QUOTA, _z("path-max", "30")) == b"OK\0"  # the global value
+    assert _err(xensim, lambda: g6.write("data/" + "w" * 26, "")) == "EINVAL"
+    g6.write("data/" + "w" * 25, "")
+    assert _err(xensim, lambda: g5.write("data/" + "w" * 16, "")) == "EINVAL"  # its own: 20
+    assert d0.request(XS_SET_QUOTA, _z("5", "path-max", "0")) == b"OK\0"  # 0: no limit
+    g5.write("data/" + "z" * path_max, "")  # longer than quota-path-max
+    d0.request(XS_SET_QUOTA, _z("path-max", str(path_max)))
+    assert _err(xensim, lambda: g6.write("data/" + "z" * path_max, "")) == "EINVAL"
+    # node-permissions: ENOSPC past it, for that domain only
+    assert d0.request(XS_SET_QUOTA, _z("5", "node-permissions", "2")) == b"OK\0"
+    g5.set_perms("data", ["n5", "r0"])
+    assert _err(xensim, lambda: g5.set_perms("data", ["n5", "r0", "r6"])) == "ENOSPC"
+    assert g5.get_perms("data") == ["n5", "r0"]
+    g6.set_perms("data", ["n6", "r0", "r5"])
+    d0.set_perms("/local/domain/5/data", ["n5", "r0", "r6", "r7"])
 
 
 # -- WATCH <depth> and the domain special watches --------------------------------------------
@@ -537,6 +617,7 @@ def test_live_update_carries_quotas_features_depths_generations_and_domid_any(ne
     d0.set_perms("/lu-any", ["n0", f"r{ANY}"])
     d0.write("/lu-any/b", "w")  # inherits /lu-any's record; /lu-any/a keeps n0
     assert g.read("/lu-any/b") == b"w"
+    d0.request(XS_SET_QUOTA, _z("5", "path-max", "20"))
     d0.request(XS_SET_QUOTA, _z("5", "watches", "3"))
     d0.request(XS_SET_QUOTA, _z("nodes", "900"))
     d0.request(XS_WATCH, _z("/lu", "deep0", "0"))
@@ -566,3 +647,6 @@ def test_live_update_carries_quotas_features_depths_generations_and_domid_any(ne
     assert _err(xensim, lambda: g.read("/lu-any/a")) == "EACCES"
     assert _err(xensim, lambda: g.read("/local/domain/6/data/closed")) == "EACCES"
     assert d0.get_perms("/local/domain/6/data/closed") == ["n6", f"r{ANY}"]
+    # path-max applies to the restored ring connection
+    g.write("data/" + "x" * 15, "")
+    assert _err(xensim, lambda: g.write("data/" + "x" * 16, "")) == "EINVAL"

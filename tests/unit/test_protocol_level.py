@@ -152,11 +152,11 @@ def test_dump_records_round_trip_and_the_original_would_skip_them():
     level.generations.counter = 41
     level.features[6] = 1
     level.quotas.global_["nodes"] = 900
-    level.quotas.domains[5] = {"watches": 3}
+    level.quotas.domains[5] = {"watches": 3, "path-max": 100}
     _tree(level.process.store, honoured=True)
     lines = level.dump_lines()
     assert lines == ["xs-generation,41\n", "xs-feature,6,1\n", "xs-quota,-1,nodes,900\n",
-                     "xs-quota,5,watches,3\n",
+                     "xs-quota,5,watches,3\n", "xs-quota,5,path-max,100\n",
                      "xs-domid-any,2f61\n", "xs-domid-any,2f612f64\n"]  # /a, /a/d
     again = ProtocolLevel(_FakeProcess())
     _tree(again.process.store, honoured=False)  # the dump's store lines: plain records
@@ -168,7 +168,7 @@ def test_dump_records_round_trip_and_the_original_would_skip_them():
                    or unknown.append(fields) is not None)
     assert again.generations.counter == 41 and again.features == {6: 1}
     assert again.quotas.global_ == {"nodes": 900}
-    assert again.quotas.domains == {5: {"watches": 3}}
+    assert again.quotas.domains == {5: {"watches": 3, "path-max": 100}}
     assert unknown == [["xs-bogus", "1"]]
     kinds = {p: type(again.process.store.get_node(Path.of_string(p)).perms).__name__
              for p in ("/a", "/a/b", "/a/d", "/c")}
