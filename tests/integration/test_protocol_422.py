@@ -4,7 +4,9 @@ Each op as docs/misc/xenstore.txt describes it, with C xenstored (xen
 master, tools/xenstored/) deciding what the text leaves open; DIRECTORY_PART
 is compared byte for byte with Debian's C xenstored 4.17 of the reference kit.
 At the default level (4.17) the new ops are ENOSYS and WATCH takes no depth,
-as oxenstored 4.17 (the corpus, tests/scenarios, checks the rest).
+as oxenstored 4.17 (the corpus, tests/scenarios, checks the rest).  At 4.22
+the corpus is the original's but where a scenario uses what 4.22 adds
+(a few scenarios here; the whole corpus: docs/protocol-4.22.md).
 
 Needs root and the reference kit (skipped with the reason otherwise, failing
 under CI=true).
@@ -13,11 +15,15 @@ from __future__ import annotations
 
 import shutil
 import time
+from pathlib import Path
 from typing import List, Tuple
 
 import pytest
 
+from oxsd.diff.cli import diff_scenario, main as diff_main
 from oxsd.diff.daemons import DaemonSettings, make_scratch
+from oxsd.diff.guests import SimGuests
+from oxsd.diff.scenario import load
 
 XS_WATCH = 4
 XS_DIRECTORY_PART, XS_GET_FEATURE, XS_SET_FEATURE, XS_GET_QUOTA, XS_SET_QUOTA = range(22, 27)
@@ -201,6 +207,31 @@ def test_a_guest_lists_5000_entries_over_its_ring_and_gets_each_name_once(new):
     assert sorted(got) == sorted(names)
     # the order of DIRECTORY, which is too big for the ring (E2BIG) but not for a socket
     assert got == d0.directory("/local/domain/5/many")
+
+
+def test_directory_part_edge_cases_over_a_guest_ring(new, xensim):
+    """Offset at and past the end, and a directory changing between parts, on a ring."""
+    daemon, d0, guest = new
+    g = guest(5)
+    for name in ("aa", "b"):
+        g.write(f"data/d/{name}", "")
+    gen, rest = part(g, "data/d", 0)
+    assert rest == b"aa\0b\0\0"
+    assert part(g, "data/d", 3) == (gen, b"b\0\0")
+    for off in (5, 6, 10000, 1 << 31, -1):  # the list is 5 bytes long
+        assert part(g, "data/d", off) == (gen, b"\0")
+    assert _err(xensim, lambda: part(g, "data/nope", 0)) == "ENOENT"
+    names = [f"entry-{i:04d}-{'x' * 20}" for i in range(600)]  # ~17 KB: five parts
+    for n in names:
+        d0.write(f"/local/domain/5/big/{n}", "")  # inherits n5 r0: the guest's
+
+    def add_one(n):
+        if n == 2:  # another connection changes the list while the guest reads it
+            d0.write("/local/domain/5/big/added-in-between", "")
+
+    got, parts, restarts = list_all(g, "big", add_one)
+    assert restarts == 1 and parts > 5
+    assert got == sorted(names + ["added-in-between"])
 
 
 def _start_cxenstored(xensim):
@@ -574,10 +605,19 @@ def test_watch_depth_over_socket_and_ring(new, xensim):
     # a guest, relative: depth counts below its relative path too
     g = guest(5)
     g.request(XS_WATCH, _z("data", "g1", "1"))
-    assert g.wait_watch(5) == ("data", "g1")
+    g.request(XS_WATCH, _z("data", "g0", "0"))
+    assert sorted(_events(g)) == [("data", "g0"), ("data", "g1")]
     g.write("data/x", "1")
     g.write("data/x/y", "1")
     assert _events(g) == [("data/x", "g1")]
+    g.write("data", "v")
+    assert sorted(_events(g)) == [("data", "g0"), ("data", "g1")]  # depth 0: the node only
+    g.request(XS_WATCH, _z("/local/domain/5/data/x", "abs0", "0"))  # absolute, on a ring
+    assert _events(g) == [("/local/domain/5/data/x", "abs0")]
+    g.write("data/x/y", "2")
+    assert _events(g) == []
+    g.write("data/x", "2")
+    assert sorted(_events(g)) == [("/local/domain/5/data/x", "abs0"), ("data/x", "g1")]
 
 
 def test_release_and_introduce_domain_watches_with_domid(new, xensim):
@@ -650,3 +690,39 @@ def test_live_update_carries_quotas_features_depths_generations_and_domid_any(ne
     # path-max applies to the restored ring connection
     g.write("data/" + "x" * 15, "")
     assert _err(xensim, lambda: g.write("data/" + "x" * 16, "")) == "EINVAL"
+
+
+# -- the 4.17 corpus with oxsd at level 4.22 ---------------------------------------------------
+
+SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
+AT_422 = ["--protocol-level", "4.22"]
+# Old ops, guests and their permissions and quotas, watches, the zero-length quirk, the
+# dump: the same bytes as the original's (the whole corpus: 40 of 44, docs/protocol-4.22.md).
+SAME_AT_422 = ("guests.scn", "setperms.scn", "watches.scn", "framing.scn", "db_dump.scn")
+
+
+def test_the_417_corpus_is_the_originals_with_oxsd_at_level_422(ocaml_ref, capsys):
+    status = diff_main([str(SCENARIOS / n) for n in SAME_AT_422]
+                       + ["-q", "--oxsd-args=--protocol-level 4.22"])
+    out = capsys.readouterr().out
+    assert status == 0 and out.endswith(
+        f"{len(SAME_AT_422)} scenarios, {len(SAME_AT_422)} identical, 0 differ\n"), out
+
+
+def test_at_level_422_the_corpus_differs_only_where_it_uses_the_new_wire(ocaml_ref):
+    """ring_page.scn reads the ring's server_features; args_split.scn sends WATCH with a
+    third argument, which 4.22 takes as a depth (the other two: docs/protocol-4.22.md)."""
+    ring = diff_scenario(load(SCENARIOS / "ring_page.scn"), guests=SimGuests(),
+                         keep_different=False, oxsd_args=AT_422)
+    assert [d.where for d in ring.differences] == ["connection g"], ring.report()
+    changed = [line.strip() for line in ring.differences[0].text.splitlines()
+               if line.strip().startswith(("- [", "+ ["))]
+    assert changed == [
+        "- [line  12] [mark] ring server_features=0x1 connection=0x0 req_cons=0x0 "
+        "req_prod=0x0 rsp_cons=0x0 rsp_prod=0x0",
+        "+ [line  12] [mark] ring server_features=0xf connection=0x0 req_cons=0x0 "
+        "req_prod=0x0 rsp_cons=0x0 rsp_prod=0x0"], ring.report()
+    args = diff_scenario(load(SCENARIOS / "args_split.scn"), keep_different=False,
+                         oxsd_args=AT_422)
+    assert args.first_packet_difference().line == 42, args.report()  # WATCH "/a\0tok\0\0"
+    assert "+ [line  42] WATCH rid=29 tx=0 len=3 \"OK\\0\"" in args.report()
