@@ -140,6 +140,8 @@ class Connection:
         self.perm = self.make_perm()
         self.domstr = f"A{anonid}" if dom is None else f"D{dom.id}"
         self.base_path = get_path_of_domid(0 if dom is None else dom.id)
+        # quota-path-max, or the domain's `path-max` quota (protocol level 4.22).
+        self.path_max = settings.quota_path_max
         self.is_mmap = dom is not None
         self.counters = ConnStats()  # oxsd's own counters (oxsd-top); no 4.17 behaviour reads them
         # Practically unbounded: bounded only by what one request can fire.

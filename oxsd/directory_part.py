@@ -102,15 +102,14 @@ def part(gen: int, children: bytes, off: int) -> bytes:
 class DirectoryPart:
     """The XS_DIRECTORY_PART handler (a DATA op of Process's table)."""
 
-    def __init__(self, path_max: int, generations: Generations) -> None:
-        self.path_max = path_max
+    def __init__(self, generations: Generations) -> None:
         self.generations = generations
 
     def do_directory_part(self, con: "Connection", t: "Transaction", data: bytes) -> bytes:
         if count_strings(data) != 2:
             raise ValueError("DIRECTORY_PART takes <path>|<offset>|")  # EINVAL
         raw_path, raw_off = data.split(b"\0")[:2]
-        path = Path.create(raw_path.decode("latin-1"), con.get_path(), self.path_max)
+        path = Path.create(raw_path.decode("latin-1"), con.get_path(), con.path_max)
         entries: List[str] = t.ls(con.perm, path)
         children = b"".join(e.encode("latin-1") + b"\0" for e in entries)
         off = c_atoi(raw_off) & 0xFFFFFFFF  # C: unsigned int off = atoi(...)

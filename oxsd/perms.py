@@ -28,9 +28,21 @@ Public API:
   `lacks(conn, request, node, activate=True)`,
   `check(conn, request, node, activate=True)` (PermissionDenied),
   `has(conn, request, node, activate=True)`,
-  `can_fire_watch(conn, perms, settings)`, `equiv(p1, p2)`.
+  `can_fire_watch(conn, perms, settings)`, `equiv(p1, p2)`;
+  each asks the record (`node.lacks`, `node.owned_by`), so that a record
+  of another class can answer otherwise;
+* protocol level 4.22: `DOMID_ANY`, `AnyDomainNode` (a record whose
+  DOMID_ANY entries mean every domain), `honour_domid_any(node)`.
 
 Rejections are logged at info on `oxsd.perms` ("Permission denied: ...").
+
+DOMID_ANY costs the default level nothing: oxenstored 4.17's check is
+`Node.lacks`, unchanged; only records made by protocol level 4.22 (SET_PERMS
+from a writer with XENSTORE_SERVER_FEATURE_DOMID_ANY, and the nodes created
+below them, which inherit the record) are `AnyDomainNode`s, whose `lacks`
+and `owned_by` also match DOMID_ANY.  A DOMID_ANY entry in a plain `Node`
+(written at 4.17, or by a writer without the feature) names no domain that
+can connect: it is ignored, as C xenstored ignores it (XS_PERM_IGNORE).
 """
 from __future__ import annotations
 
@@ -49,9 +61,13 @@ __all__ = [
     "Node", "perm_of_string", "string_of_perm", "default0",
     "Connection", "ConnectionPerms",
     "check_owner", "lacks", "check", "has", "can_fire_watch", "equiv",
+    "DOMID_ANY", "AnyDomainNode", "honour_domid_any",
 ]
 
 log = logging.getLogger("oxsd.perms")
+
+# xen.h DOMID_ANY: in a permission entry, every domain (C xenstored, protocol level 4.22).
+DOMID_ANY = 0x7FF5
 
 
 class Permty(enum.Enum):
@@ -143,8 +159,79 @@ class Node(NamedTuple):
             return first
         return sep.join([first] + [string_of_perm(e) for e in self.acl])
 
+    def lacks(self, connection: "Connection", request: Permty, activate: bool = True) -> bool:
+        """True when the connection may not do `request` (READ or WRITE) here (perms.ml: check)."""
+        if not activate or connection.is_dom0():
+            return False
+        main = connection.main[0]
+        owner = self.owner
+        target = connection.target
+        if main == owner or (target is not None and target[0] == owner):
+            return False
+        if _grants(main, request, self):
+            return False
+        if target is not None and _grants(target[0], request, self):
+            return False
+        return True
+
+    def owned_by(self, connection: "Connection", activate: bool = True) -> bool:
+        """Whether the connection owns this node (always true for dom0 or with perms off)."""
+        if activate and not connection.is_dom0():
+            return connection.is_owner(self.owner)
+        return True
+
 
 default0 = Node(0, NONE, ())
+
+
+class AnyDomainNode(Node):
+    """A record whose DOMID_ANY entries match every domain (protocol level 4.22).
+
+    C xenstored (core.c perm_allows_conn): an entry for DOMID_ANY applies
+    to any connection, the owner DOMID_ANY gives every domain the owner's
+    rights.  The rest is `Node`'s check: the first entry matching the
+    domain (DOMID_ANY matching all) gives its right, the main domain
+    first, then the target.  The printed form is `Node`'s.
+    """
+
+    __slots__ = ()
+
+    def lacks(self, connection: "Connection", request: Permty, activate: bool = True) -> bool:
+        if not activate or connection.is_dom0():
+            return False
+        owner = self.owner
+        if owner == DOMID_ANY or connection.is_owner(owner):
+            return False
+        if _grants_any(connection.main[0], request, self):
+            return False
+        target = connection.target
+        if target is not None and _grants_any(target[0], request, self):
+            return False
+        return True
+
+    def owned_by(self, connection: "Connection", activate: bool = True) -> bool:
+        return self.owner == DOMID_ANY or Node.owned_by(self, connection, activate)
+
+    def remove_domid(self, domid: int) -> Optional["Node"]:
+        """As `Node`'s, keeping the class: DOMID_ANY entries outlive every domain
+        (domain.c domain_adjust_node_perms skips them)."""
+        if self.owner == domid:
+            return None
+        return AnyDomainNode(self.owner, self.other,
+                             tuple(e for e in self.acl if e[0] != domid))
+
+
+def names_domid_any(node: Node) -> bool:
+    """Whether the owner or an ACL entry is DOMID_ANY."""
+    return node.owner == DOMID_ANY or any(d == DOMID_ANY for d, _ in node.acl)
+
+
+def honour_domid_any(node: Node) -> Node:
+    """`node` as an AnyDomainNode if it has a DOMID_ANY entry (else `node` itself)."""
+    if type(node) is Node and names_domid_any(node):
+        return AnyDomainNode(*node)
+    return node
+
 
 Elt = Tuple[int, Tuple[Permty, ...]]
 
@@ -192,13 +279,6 @@ Connection.full_rights = Connection((0, (READ, WRITE)), None)  # type: ignore[at
 ConnectionPerms = Connection
 
 
-def check_owner(connection: Connection, node: Node, activate: bool = True) -> bool:
-    """Whether the connection owns the node (always true for dom0 or with perms off)."""
-    if activate and not connection.is_dom0():
-        return connection.is_owner(node.owner)
-    return True
-
-
 def _grants(domainid: int, request: Permty, node: Node) -> bool:
     perm = node.other
     for d, p in node.acl:
@@ -216,30 +296,42 @@ def _grants(domainid: int, request: Permty, node: Node) -> bool:
     return False
 
 
+def _grants_any(domainid: int, request: Permty, node: Node) -> bool:
+    """`_grants` where an entry for DOMID_ANY matches `domainid` too."""
+    perm = node.other
+    for d, p in node.acl:
+        if d == domainid or d == DOMID_ANY:
+            perm = p
+            break
+    if perm is RDWR or perm is request:
+        return True
+    if perm is NONE:
+        log.info("Permission denied: Domain %d has no permission", domainid)
+    elif perm is READ:
+        log.info("Permission denied: Domain %d has read only access", domainid)
+    else:
+        log.info("Permission denied: Domain %d has write only access", domainid)
+    return False
+
+
+def check_owner(connection: Connection, node: Node, activate: bool = True) -> bool:
+    """Whether the connection owns the node (always true for dom0 or with perms off)."""
+    return node.owned_by(connection, activate)
+
+
 def lacks(connection: Connection, request: Permty, node: Node, activate: bool = True) -> bool:
     """True when the connection may not do `request` (READ or WRITE) on a node with record `node`."""
-    if not activate or connection.is_dom0():
-        return False
-    main = connection.main[0]
-    owner = node.owner
-    target = connection.target
-    if main == owner or (target is not None and target[0] == owner):
-        return False
-    if _grants(main, request, node):
-        return False
-    if target is not None and _grants(target[0], request, node):
-        return False
-    return True
+    return node.lacks(connection, request, activate)
 
 
 def check(connection: Connection, request: Permty, node: Node, activate: bool = True) -> None:
     """Raise PermissionDenied when `lacks`."""
-    if lacks(connection, request, node, activate):
+    if node.lacks(connection, request, activate):
         raise PermissionDenied()
 
 
 def has(connection: Connection, request: Permty, node: Node, activate: bool = True) -> bool:
-    return not lacks(connection, request, node, activate)
+    return not node.lacks(connection, request, activate)
 
 
 def can_fire_watch(connection: Connection, perms: Iterable[Node], settings: "Settings") -> bool:
@@ -247,7 +339,7 @@ def can_fire_watch(connection: Connection, perms: Iterable[Node], settings: "Set
     if not settings.perms_watch_activate:
         return True
     activate = settings.perms_activate
-    return any(not lacks(connection, READ, p, activate) for p in perms)
+    return any(not p.lacks(connection, READ, activate) for p in perms)
 
 
 def equiv(perm1: Node, perm2: Node) -> bool:

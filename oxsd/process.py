@@ -116,7 +116,7 @@ class Process(TransactionEnd, CarriedTransactions, Control):
         self.cons = cons
         self.doms = doms
         self.settings = settings
-        self.paths = PathCache(settings.quota_path_max)  # the requests' parsed paths
+        self.paths = PathCache()  # the requests' parsed paths
         self.access_log = access_log
         self.txreg = txreg
         self.history = history
@@ -165,7 +165,7 @@ class Process(TransactionEnd, CarriedTransactions, Control):
     def split_one_path(self, data: bytes, con: Connection) -> Path:
         args = data.split(b"\0", 1)  # split(2, data); Path.create decodes (decode_path)
         if len(args) == 2 and args[1] == b"":
-            return self.paths.create(args[0], con.base_path)
+            return self.paths.create(args[0], con.base_path, con.path_max)
         raise InvalidCmdArgs()
 
     def process_watch(self, source: Connection, t: Transaction) -> None:
@@ -233,7 +233,7 @@ class Process(TransactionEnd, CarriedTransactions, Control):
         args = data.split(b"\0", 1)  # split(2, data); Path.create decodes (decode_path)
         if len(args) != 2:
             raise InvalidCmdArgs()
-        path = self.paths.create(args[0], con.base_path)
+        path = self.paths.create(args[0], con.base_path, con.path_max)
         if not t.write_below_parent(con.perm, path, args[1]):  # the usual case, one tree walk
             self.create_implicit_path(t, con.perm, path)
             t.write(con.perm, path, args[1])
@@ -259,7 +259,7 @@ class Process(TransactionEnd, CarriedTransactions, Control):
             raise InvalidCmdArgs()
         # OCaml evaluates the tuple right to left: perms are parsed first.
         perms = Perms.Node.of_string(args[1])
-        path = self.paths.create(args[0], con.get_path())
+        path = self.paths.create(args[0], con.get_path(), con.path_max)
         t.setperms(con.perm, path, perms)
 
     def do_error(self, con: Connection, t: Transaction, data: bytes) -> None:

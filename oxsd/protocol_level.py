@@ -11,18 +11,26 @@ the ring advertises RECONNECTION only.  `4.22` installs, with C xenstored
   (oxenstored's), ERROR, WATCHDEPTH, DOMID_ANY; SET_FEATURE only before the
   domain's INTRODUCE; the ring `error` field is set to XENSTORE_ERROR_RINGIDX
   when a ring's indexes are found corrupt (domain.c ignore_connection);
-* XS_GET_QUOTA / XS_SET_QUOTA (25/26): `nodes`, `watches`, `transactions`,
-  `node-size` (domain.c quota_adm names), global and per domain, dom0 only.
-  A domain without a value of its own is checked as oxenstored checks it
-  (EQUOTA/E2BIG from the global limits); with one, as C xenstored checks
-  (domain_quota_add_exceeds: ENOSPC, node-size E2BIG; 0 = no limit); a
-  quota below the current use only refuses further growth;
+* DOMID_ANY (0x7ff5) in permissions: SET_PERMS from a writer with the
+  feature makes the record a `perms.AnyDomainNode` (every domain matches
+  its DOMID_ANY entries, core.c perm_allows_conn); from a writer without
+  it the entry is ignored, and an ignored owner is ENOENT
+  (domain.c domain_alloc_permrefs, core.c do_set_perms); the `@releaseDomain`
+  node keeps oxenstored's `n0` (C master starts it as `n0 r<DOMID_ANY>`,
+  core.c setup_structure; dom0 can set that with SET_PERMS);
+* XS_GET_QUOTA / XS_SET_QUOTA (25/26): every name of C master's quota_adm,
+  global and per domain, dom0 only.  Enforced: `nodes`, `watches`,
+  `transactions`, `node-size`, `path-max` and `node-permissions`; the
+  others are kept and reported, as C does, without effect (`QUOTA_NAMES`,
+  docs/protocol-4.22.md says why).  A domain without a value of its own is
+  checked as oxenstored checks it (EQUOTA/E2BIG from the global limits);
+  with one, as C xenstored checks (domain_quota_add_exceeds: ENOSPC,
+  node-size E2BIG, path-max EINVAL; 0 = no limit); a quota below the
+  current use only refuses further growth;
 * WATCH `<path>|<token>|<depth>|` (watch.c do_watch, is_child) and the
   special watches `@releaseDomain/<domid>`, `@introduceDomain/<domid>`, and
   `<depth>` 1 on `@releaseDomain`/`@introduceDomain` reporting
-  `@<special>/<domid>` (domain.c fire_special_watches);
-* not DOMID_ANY: the bit is never advertised (and SET_FEATURE refuses it,
-  EINVAL, as C xenstored refuses a feature it does not support).
+  `@<special>/<domid>` (domain.c fire_special_watches).
 
 Dump records (oxsd's; the original skips them as unknown lines): see
 `dump_lines`.
@@ -30,6 +38,7 @@ Dump records (oxsd's; the original skips them as unknown lines): see
 from __future__ import annotations
 
 import logging
+import sys
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional
 
 from . import define as Define
@@ -37,9 +46,10 @@ from .config import PROTOCOL_LEVELS, check_protocol_level
 from . import perms as Perms
 from .connections import lookup_watch_perm
 from .directory_part import DirectoryPart, Generations, c_atoi
+from .process import InvalidCmdArgs, decode_path, split
 from .store import Path
 from .utils import hexify, int_of_string, unhexify
-from .xb.op import Op
+from .xb.op import NEWER_OPS, Op
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -60,15 +70,22 @@ FEATURE_RECONNECTION = 1
 FEATURE_ERROR = 2
 FEATURE_WATCHDEPTH = 4
 FEATURE_DOMID_ANY = 8
-# DOMID_ANY is not offered: oxsd's permission checks do not know DOMID_ANY (docs/protocol-4.22.md).
-FEATURES = FEATURE_RECONNECTION | FEATURE_ERROR | FEATURE_WATCHDEPTH
+FEATURES = FEATURE_RECONNECTION | FEATURE_ERROR | FEATURE_WATCHDEPTH | FEATURE_DOMID_ANY
 
 # xs_wire.h XENSTORE_ERROR_*
 XENSTORE_ERROR_RINGIDX = 2
 
-QUOTA_NAMES = ("nodes", "watches", "transactions", "node-size")
+# domain.c quota_adm, in its order, and the one soft quota C master has (`soft-memory`):
+# GET_QUOTA without arguments lists them so.  Enforced: nodes, watches, transactions,
+# node-size, path-max, node-permissions.  Kept and reported only (C's answers, no
+# effect): outstanding, memory, soft-memory, transaction-nodes (docs/protocol-4.22.md).
+QUOTA_NAMES = ("nodes", "watches", "outstanding", "memory", "soft-memory", "transactions",
+               "transaction-nodes", "node-permissions", "path-max", "node-size")
+# The quotas Quota.check asks about (a node's creation and its size).
+NODE_QUOTAS = ("nodes", "node-size")
 U32 = 0xFFFFFFFF
 Q_VAL_DISABLED = U32  # domain.h: a value that cannot be set
+NO_PATH_LIMIT = sys.maxsize  # path-max 0
 
 
 def c_strings(data: bytes) -> List[bytes]:
@@ -101,7 +118,9 @@ class DomainQuotas:
         self.domains: Dict[int, Dict[str, int]] = {}
 
     def applies(self, domid: int) -> bool:
-        return bool(self.global_) or domid in self.domains
+        """Whether a node quota (`NODE_QUOTAS`) was set for `domid` or globally."""
+        own = self.domains.get(domid, {})
+        return any(n in self.global_ or n in own for n in NODE_QUOTAS)
 
     def value(self, domid: Optional[int], name: str) -> Optional[int]:
         """The value set for `domid` (or globally); None: oxenstored's own global check."""
@@ -112,12 +131,15 @@ class DomainQuotas:
         return self.global_.get(name)
 
     def reported(self, domid: Optional[int], name: str) -> int:
+        """GET_QUOTA's value: the one set, else what oxenstored's config enforces (0: nothing)."""
         v = self.value(domid, name)
         if v is not None:
             return v
         s = self.settings
         return {"nodes": s.quota_maxentity, "watches": s.quota_maxwatch,
-                "transactions": s.quota_transaction, "node-size": s.quota_maxsize}[name]
+                "transactions": s.quota_transaction, "node-size": s.quota_maxsize,
+                "path-max": s.quota_path_max, "outstanding": s.quota_maxoutstanding,
+                }.get(name, 0)
 
     def check_node(self, quota: "Quota", domid: int, size: int) -> None:
         """Quota.check for a domain with quota values of its own (Quota._check's hook)."""
@@ -150,7 +172,7 @@ class ProtocolLevel:
         self.generations = Generations()
         # SET_FEATURE values of domains not introduced yet, and of introduced ones.
         self.features: Dict[int, int] = {}
-        self.directory_part = DirectoryPart(self.settings.quota_path_max, self.generations)
+        self.directory_part = DirectoryPart(self.generations)
 
     # -- features -------------------------------------------------------
     def features_of(self, con: "Connection") -> int:
@@ -159,10 +181,12 @@ class ProtocolLevel:
         return self.features.get(con.dom.id, FEATURES)
 
     def on_new_domain(self, con: "Connection") -> None:
-        """A new ring connection: advertise its features (domain.c introduce_domain)."""
+        """A new ring connection: advertise its features (domain.c introduce_domain);
+        its path-max quota."""
         ring = con.xb._ring
         if ring is not None:
             ring.ring.set_server_features(self.features_of(con))
+        self.apply_path_max(con)
 
     def on_bad_connection(self, con: "Connection") -> None:
         ring = con.xb._ring
@@ -174,13 +198,15 @@ class ProtocolLevel:
 
     @staticmethod
     def complete_empty_packet(con: "Connection"):
-        """A header with length 0 is a whole packet now, as for C xenstored.
+        """A header of ops 22..26 with length 0 is a whole packet now, as for C xenstored.
 
         4.17 (xb.ml) completes it on the next input step only, i.e. on a socket
         when the next request comes: GET_FEATURE and GET_QUOTA without
-        arguments would wait for it."""
+        arguments, as libxenstore sends them, would wait for it.  The ops 4.17
+        knows keep its behaviour (the corpus at this level shows it)."""
         partial = con.xb.partial_in
         if (partial.in_body() and partial.to_read() == 0
+                and partial._pkt.ty in NEWER_OPS  # the header just read (xb/partial.py)
                 and not con.pending_source_watchevents.q):
             try:
                 return con.xb.input()
@@ -255,6 +281,18 @@ class ProtocolLevel:
             return None
         return self.quotas.value(con.dom.id, name)
 
+    def apply_path_max(self, con: "Connection") -> None:
+        """`con.path_max`: its domain's `path-max` quota, else oxenstored's quota-path-max."""
+        limit = self.domain_limit(con, "path-max")
+        if limit is None:
+            con.path_max = self.settings.quota_path_max
+        else:
+            con.path_max = limit or NO_PATH_LIMIT
+
+    def _apply_path_max_everywhere(self) -> None:
+        for con in self.cons.iter_domains():
+            self.apply_path_max(con)
+
     def do_get_quota(self, con: "Connection", t: "Transaction", data: bytes) -> bytes:
         self._require_priv(con)
         args = c_strings(data)
@@ -279,6 +317,8 @@ class ProtocolLevel:
             if val == Q_VAL_DISABLED:
                 raise Define.InvalidArgument("value")
             self.quotas.global_[name] = val
+            if name == "path-max":
+                self._apply_path_max_everywhere()
             return
         domid = parse_domid(args[0])
         if not self._domain_exists(domid):
@@ -287,6 +327,31 @@ class ProtocolLevel:
         if val == Q_VAL_DISABLED:
             raise Define.InvalidArgument("value")
         self.quotas.domains.setdefault(domid, {})[name] = val
+        if name == "path-max":
+            self._apply_path_max_everywhere()
+
+    # -- permissions ----------------------------------------------------
+    def do_setperms(self, con: "Connection", t: "Transaction", data: bytes) -> None:
+        """SET_PERMS with DOMID_ANY and the `node-permissions` quota (core.c do_set_perms).
+
+        A DOMID_ANY entry stands for every domain when the writer has
+        FEATURE_DOMID_ANY; without it the entry is ignored, and an ignored
+        owner is ENOENT (domain.c domain_alloc_permrefs).  More entries than
+        the writer's `node-permissions`: ENOSPC."""
+        args = split(2, data)
+        if len(args) != 2:
+            raise InvalidCmdArgs()
+        perms = Perms.Node.of_string(args[1])
+        limit = self.domain_limit(con, "node-permissions")
+        if limit and 1 + len(perms.acl) > limit:
+            raise Define.NoSpace()
+        if Perms.names_domid_any(perms):
+            if self.features_of(con) & FEATURE_DOMID_ANY:
+                perms = Perms.AnyDomainNode(*perms)
+            elif perms.owner == Perms.DOMID_ANY:
+                raise Define.NotFound(Perms.DOMID_ANY)
+        path = Path.create(decode_path(args[0]), con.get_path(), con.path_max)
+        t.setperms(con.perm, path, perms)
 
     # -- watches --------------------------------------------------------
     def do_watch(self, con: "Connection", t: "Transaction", data: bytes):
@@ -356,12 +421,15 @@ class ProtocolLevel:
     def dump_lines(self) -> List[str]:
         """oxsd's records of the level-4.22 state, after the original's.
 
-            xs-generation,<counter>                  DIRECTORY_PART's generation counter
+            xs-generation,<counter>                  DIRECTORY_PART's generation counter (once used)
             xs-feature,<domid>,<features>            SET_FEATURE values
             xs-quota,<domid or -1 (global)>,<name>,<value>
             xs-watch-depth,<con ident>,<hex path>,<hex token>,<depth>
+            xs-domid-any,<hex path>                  a node whose DOMID_ANY entries count
         """
-        lines = [f"xs-generation,{self.generations.counter}\n"]
+        lines = []
+        if self.generations.counter:
+            lines.append(f"xs-generation,{self.generations.counter}\n")
         lines.extend(f"xs-feature,{d},{f}\n" for d, f in sorted(self.features.items()))
         lines.extend(f"xs-quota,-1,{n},{v}\n" for n, v in self.quotas.global_.items())
         for d, qs in sorted(self.quotas.domains.items()):
@@ -373,6 +441,13 @@ class ProtocolLevel:
                     if w.depth is not None:
                         lines.append(f"xs-watch-depth,{ident},{hexify(w.path)},"
                                      f"{hexify(w.token)},{w.depth}\n")
+
+        def domid_any(path: Path, node) -> None:
+            if type(node.perms) is Perms.AnyDomainNode:
+                fullpath = Path.of_path_and_name(path, node.name).to_string()
+                lines.append(f"xs-domid-any,{hexify(fullpath)}\n")
+
+        self.process.store.dump_fct(domid_any)
         return lines
 
     def restore_line(self, fields: List[str], get_con: Callable[[int], "Connection"]) -> bool:
@@ -396,6 +471,10 @@ class ProtocolLevel:
                 self.quotas.global_[name] = value
             else:
                 self.quotas.domains.setdefault(parse_domid(fields[1].encode()), {})[name] = value
+            if name == "path-max":
+                self._apply_path_max_everywhere()
+        elif kind == "xs-domid-any" and n == 2:
+            self._restore_domid_any(Path.of_string(unhexify(fields[1])))
         elif kind == "xs-watch-depth" and n == 5:
             con = get_con(int_of_string(fields[1]))
             path, token = unhexify(fields[2]).decode("latin-1"), unhexify(fields[3])
@@ -407,6 +486,14 @@ class ProtocolLevel:
         else:
             return False
         return True
+
+    def _restore_domid_any(self, path: Path) -> None:
+        store = self.process.store
+        node = store.get_node(path)
+        if node is None:
+            raise Define.DoesntExist()
+        perms = Perms.honour_domid_any(node.perms)
+        store.set_root(store.path_setperms(Perms.Connection.full_rights, path, perms))
 
 
 def install(process: "Process") -> ProtocolLevel:
@@ -422,8 +509,9 @@ def install(process: "Process") -> ProtocolLevel:
         Op.SET_QUOTA: (ACK, level.do_set_quota),
         Op.WATCH: (NONE, level.do_watch),
     })
-    # A read: replayable in a transaction like DIRECTORY.
+    # Replayable in a transaction: a read like DIRECTORY, SET_PERMS as 4.17's.
     process._simple[Op.DIRECTORY_PART] = (DATA, level.directory_part.do_directory_part)
+    process._table[Op.SET_PERMS] = process._simple[Op.SET_PERMS] = (ACK, level.do_setperms)
     process.cons.on_new_domain = level.on_new_domain
     store = process.store
     store.set_quota(store.get_quota().with_limits(level.quotas))

@@ -396,7 +396,7 @@ class PathCache:
     """`Path.create` of recently seen client paths: a request's path is parsed once.
 
     `Path.create` is a pure function of the raw path, the connection's
-    path and `path_max`, and parsing costs a few microseconds (a regex and
+    path and its `path_max` (the key), and parsing costs a few microseconds (a regex and
     a tuple per path; `/local/domain/<n>/` prefixes more), several times a
     request's other work for a READ.  Only paths that parse are kept (an
     invalid one raises each time, as it should), only short ones (a client
@@ -405,21 +405,20 @@ class PathCache:
     bounded memory whatever a client sends.
     """
 
-    __slots__ = ("_paths", "path_max")
+    __slots__ = ("_paths",)
 
     MAX = 2048
     MAX_LEN = 256
 
-    def __init__(self, path_max: int) -> None:
-        self._paths: Dict[Tuple[bytes, str], Path] = {}
-        self.path_max = path_max
+    def __init__(self) -> None:
+        self._paths: Dict[Tuple[bytes, str, int], Path] = {}
 
-    def create(self, raw: bytes, connection_path: str) -> Path:
+    def create(self, raw: bytes, connection_path: str, path_max: int) -> Path:
         """Path.create(raw, connection_path, path_max); InvalidPath as it."""
-        key = (raw, connection_path)
+        key = (raw, connection_path, path_max)
         path = self._paths.get(key)
         if path is None:
-            path = Path.create(raw, connection_path, self.path_max)
+            path = Path.create(raw, connection_path, path_max)
             if len(raw) <= self.MAX_LEN:
                 if len(self._paths) >= self.MAX:
                     self._paths.clear()

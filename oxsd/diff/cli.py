@@ -5,6 +5,7 @@
     oxsd-diff --show ocaml tests/scenarios/watches.scn  # what the reference does
     oxsd-diff --list tests/scenarios          # the corpus by spec area
     oxsd-diff --reference /usr/lib/xen-4.17/bin/oxenstored tests/scenarios
+    oxsd-diff --oxsd-args='--protocol-level 4.22' tests/scenarios  # flags for oxsd alone
     oxsd-diff record --listen /tmp/p.sock --upstream /run/xenstored/socket -o t.scn
     oxsd-diff import-access-log xenstored-access.log [-o t.scn]
 
@@ -19,10 +20,12 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import shutil
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Sequence
 
 from .accesslog import import_access_log
 from .compare import Comparison, compare
@@ -47,19 +50,23 @@ def scenario_files(paths: list[str]) -> list[Path]:
     return out
 
 
-def settings_for(scn: Scenario, binary: str | None = None) -> DaemonSettings:
+def settings_for(scn: Scenario, binary: str | None = None,
+                 extra_args: Sequence[str] = ()) -> DaemonSettings:
     return DaemonSettings(extra_conf=list(scn.config), domain_init=scn.domain_init,
-                          binary=binary)
+                          binary=binary, extra_args=list(extra_args))
 
 
 def record(kind: str, scn: Scenario, guests: GuestBackend | None = None,
-           keep: bool = False, binary: str | None = None) -> Recording:
+           keep: bool = False, binary: str | None = None,
+           oxsd_args: Sequence[str] = ()) -> Recording:
     """Start a fresh daemon of `kind`, run the scenario, stop it.  `binary`
-    replaces Debian's oxenstored for the ``ocaml`` kind."""
+    replaces Debian's oxenstored for the ``ocaml`` kind; `oxsd_args` are
+    added to the command line of the ``oxsd`` kind only."""
     scratch = make_scratch(f"oxd-{kind[:2]}-")
     try:
         daemon = start_daemon(kind, scratch, settings=settings_for(
-            scn, binary if kind == "ocaml" else None))
+            scn, binary if kind == "ocaml" else None,
+            oxsd_args if kind == "oxsd" else ()))
     except DaemonError:
         shutil.rmtree(scratch, ignore_errors=True)  # the error carries its output
         raise
@@ -81,14 +88,16 @@ def _discard(rec: Recording) -> None:
 
 def diff_scenario(scn: Scenario, kinds: tuple[str, str] = ("ocaml", "oxsd"),
                   guests: GuestBackend | None = None, keep: bool = False,
-                  keep_different: bool = True, binary: str | None = None) -> Comparison:
+                  keep_different: bool = True, binary: str | None = None,
+                  oxsd_args: Sequence[str] = ()) -> Comparison:
     """Run a scenario on two fresh daemons and compare the recordings.
     The scratch dirs (configs, logs, daemon output) are kept with keep=True,
     or when the recordings differ and keep_different is set."""
     recs: list[Recording] = []
     try:
         for kind in kinds:
-            recs.append(record(kind, scn, guests, keep=True, binary=binary))
+            recs.append(record(kind, scn, guests, keep=True, binary=binary,
+                               oxsd_args=oxsd_args))
     except DaemonError:
         for rec in recs:
             _discard(rec)
@@ -206,6 +215,9 @@ def _diff_parser() -> argparse.ArgumentParser:
     ap.add_argument("--ocaml-binary", "--reference", metavar="PATH", dest="ocaml_binary",
                     help="oxenstored binary to run as the 'ocaml' kind (default: Debian's, "
                          "from the reference kit), on the same simulated hypervisor")
+    ap.add_argument("--oxsd-args", metavar="ARGS", default="",
+                    help="more command-line arguments for the oxsd daemon(s) only, one "
+                         "shell-quoted string, e.g. --oxsd-args='--protocol-level 4.22'")
     ap.add_argument("--list", action="store_true",
                     help="list the scenarios and the corpus size by spec area; run nothing")
     ap.add_argument("--no-guests", action="store_true",
@@ -219,6 +231,7 @@ def _diff_main(argv: list[str]) -> int:
     ap = _diff_parser()
     args = ap.parse_args(argv)
     kinds = tuple(args.kinds.split(","))
+    oxsd_args = shlex.split(args.oxsd_args)
     if len(kinds) != 2 or not set(kinds) <= set(KINDS):
         ap.error(f"--kinds takes two of {', '.join(KINDS)}")
     if args.ocaml_binary and not os.access(args.ocaml_binary, os.X_OK):
@@ -236,7 +249,7 @@ def _diff_main(argv: list[str]) -> int:
     counts: Counter[str] = Counter()
     status = 0
     for scn in scenarios:
-        status = max(status, _run_one(scn, args, kinds, guests, counts))
+        status = max(status, _run_one(scn, args, kinds, guests, counts, oxsd_args))
     if not args.show:
         line = (f"{len(scenarios)} scenarios, {counts['identical']} identical, "
                 f"{counts['differ']} differ")
@@ -248,7 +261,7 @@ def _diff_main(argv: list[str]) -> int:
 
 
 def _run_one(scn: Scenario, args: argparse.Namespace, kinds: tuple[str, ...],
-             guests: GuestBackend, counts: Counter[str]) -> int:
+             guests: GuestBackend, counts: Counter[str], oxsd_args: Sequence[str]) -> int:
     """Run (or --show) one scenario, print its report, count it; its exit status."""
     if scn.needs_guests and args.no_guests:
         print(f"{scn.path}: skipped (needs ring guests)")
@@ -258,9 +271,10 @@ def _run_one(scn: Scenario, args: argparse.Namespace, kinds: tuple[str, ...],
     try:
         if args.show:
             print(format_recording(record(args.show, scn, backend, keep=args.keep,
-                                          binary=args.ocaml_binary)))
+                                          binary=args.ocaml_binary, oxsd_args=oxsd_args)))
             return 0
-        cmp = diff_scenario(scn, kinds, backend, keep=args.keep, binary=args.ocaml_binary)
+        cmp = diff_scenario(scn, kinds, backend, keep=args.keep, binary=args.ocaml_binary,
+                            oxsd_args=oxsd_args)
     except DaemonError as e:
         print(f"{scn.path}: cannot run: {e}", file=sys.stderr)
         counts["failed"] += 1

@@ -4,7 +4,9 @@ Each op as docs/misc/xenstore.txt describes it, with C xenstored (xen
 master, tools/xenstored/) deciding what the text leaves open; DIRECTORY_PART
 is compared byte for byte with Debian's C xenstored 4.17 of the reference kit.
 At the default level (4.17) the new ops are ENOSYS and WATCH takes no depth,
-as oxenstored 4.17 (the corpus, tests/scenarios, checks the rest).
+as oxenstored 4.17 (the corpus, tests/scenarios, checks the rest).  At 4.22
+the corpus is the original's but where a scenario uses what 4.22 adds
+(a few scenarios here; the whole corpus: docs/protocol-4.22.md).
 
 Needs root and the reference kit (skipped with the reason otherwise, failing
 under CI=true).
@@ -13,16 +15,21 @@ from __future__ import annotations
 
 import shutil
 import time
+from pathlib import Path
 from typing import List, Tuple
 
 import pytest
 
+from oxsd.diff.cli import diff_scenario, main as diff_main
 from oxsd.diff.daemons import DaemonSettings, make_scratch
+from oxsd.diff.guests import SimGuests
+from oxsd.diff.scenario import load
 
 XS_WATCH = 4
 XS_DIRECTORY_PART, XS_GET_FEATURE, XS_SET_FEATURE, XS_GET_QUOTA, XS_SET_QUOTA = range(22, 27)
 WAIT = 10.0
 LEVEL_422 = DaemonSettings(extra_args=["--protocol-level", "4.22"])
+ANY = 0x7FF5  # xen.h DOMID_ANY, as a permission entry's domid: 32757
 
 
 def _z(*args: str) -> bytes:
@@ -117,6 +124,10 @@ def test_default_level_answers_the_new_ops_enosys_and_takes_no_depth(start, xens
                 assert _err(xensim, lambda: c.request(op, payload)) == "ENOSYS"
             assert _err(xensim, lambda: c.request(XS_WATCH, _z("/a", "t", "1"))) == "EINVAL"
         assert g.ring.server_features == 1  # RECONNECTION only, as oxenstored 4.17
+        # DOMID_ANY is just a domid no one connects as
+        d0.write("/pub", "v")
+        d0.set_perms("/pub", ["n0", f"r{ANY}"])
+        assert _err(xensim, lambda: g.read("/pub")) == "EACCES"
     finally:
         g.close()
         d0.close()
@@ -198,6 +209,31 @@ def test_a_guest_lists_5000_entries_over_its_ring_and_gets_each_name_once(new):
     assert got == d0.directory("/local/domain/5/many")
 
 
+def test_directory_part_edge_cases_over_a_guest_ring(new, xensim):
+    """Offset at and past the end, and a directory changing between parts, on a ring."""
+    daemon, d0, guest = new
+    g = guest(5)
+    for name in ("aa", "b"):
+        g.write(f"data/d/{name}", "")
+    gen, rest = part(g, "data/d", 0)
+    assert rest == b"aa\0b\0\0"
+    assert part(g, "data/d", 3) == (gen, b"b\0\0")
+    for off in (5, 6, 10000, 1 << 31, -1):  # the list is 5 bytes long
+        assert part(g, "data/d", off) == (gen, b"\0")
+    assert _err(xensim, lambda: part(g, "data/nope", 0)) == "ENOENT"
+    names = [f"entry-{i:04d}-{'x' * 20}" for i in range(600)]  # ~17 KB: five parts
+    for n in names:
+        d0.write(f"/local/domain/5/big/{n}", "")  # inherits n5 r0: the guest's
+
+    def add_one(n):
+        if n == 2:  # another connection changes the list while the guest reads it
+            d0.write("/local/domain/5/big/added-in-between", "")
+
+    got, parts, restarts = list_all(g, "big", add_one)
+    assert restarts == 1 and parts > 5
+    assert got == sorted(names + ["added-in-between"])
+
+
 def _start_cxenstored(xensim):
     sim_root = make_scratch("oxt-cx-sim-")
     scratch = make_scratch("oxt-cx-")
@@ -263,16 +299,16 @@ def test_directory_part_is_byte_identical_to_c_xenstored_4_17(new, xensim):
 
 def test_features_get_set_and_the_ring(new, xensim):
     daemon, d0, guest = new
-    assert d0.request(XS_GET_FEATURE) == b"7\0"  # RECONNECTION | ERROR | WATCHDEPTH
+    assert d0.request(XS_GET_FEATURE) == b"15\0"  # RECONNECTION | ERROR | WATCHDEPTH | DOMID_ANY
     g5 = guest(5)
-    assert g5.ring.server_features == 7
-    assert g5.request(XS_GET_FEATURE) == b"7\0"
-    assert d0.request(XS_GET_FEATURE, _z("5")) == b"7\0"
+    assert g5.ring.server_features == 15
+    assert g5.request(XS_GET_FEATURE) == b"15\0"
+    assert d0.request(XS_GET_FEATURE, _z("5")) == b"15\0"
     assert _err(xensim, lambda: g5.request(XS_GET_FEATURE, _z("5"))) == "EACCES"
     assert _err(xensim, lambda: g5.request(XS_SET_FEATURE, _z("6", "1"))) == "EACCES"
     assert _err(xensim, lambda: d0.request(XS_SET_FEATURE, _z("5", "1"))) == "EBUSY"
     g6 = guest(6, introduce=False)  # the hypervisor knows it; not introduced yet
-    assert _err(xensim, lambda: d0.request(XS_SET_FEATURE, _z("6", "8"))) == "EINVAL"
+    assert _err(xensim, lambda: d0.request(XS_SET_FEATURE, _z("6", "16"))) == "EINVAL"  # unknown
     assert _err(xensim, lambda: d0.request(XS_SET_FEATURE, _z("6"))) == "EINVAL"
     assert _err(xensim, lambda: d0.request(XS_SET_FEATURE, _z("x6", "1"))) == "EINVAL"
     assert _err(xensim, lambda: d0.request(XS_SET_FEATURE, _z("77", "1"))) == "ENOENT"
@@ -296,11 +332,96 @@ def test_features_get_set_and_the_ring(new, xensim):
     assert d0.read("/local/domain/5") == b""  # the daemon serves on
 
 
+# -- DOMID_ANY in permissions ---------------------------------------------------------------
+
+def test_domid_any_counts_for_every_domain_when_the_writer_has_the_feature(new, xensim):
+    """core.c perm_allows_conn, domain.c domain_alloc_permrefs, over the socket and rings."""
+    daemon, d0, guest = new
+    g5 = guest(5)
+    g6 = guest(6, introduce=False)
+    assert d0.request(XS_SET_FEATURE, _z("6", "7")) == b"OK\0"  # all but DOMID_ANY
+    d0.introduce(6, g6.mfn, g6.port)
+    assert g6.ring.server_features == 7
+    g7 = guest(7)
+    # set over the socket (dom0 has every feature): any domain reads, none writes
+    d0.write("/pub", "v")
+    d0.set_perms("/pub", ["n0", f"r{ANY}"])
+    assert d0.get_perms("/pub") == ["n0", f"r{ANY}"]
+    for g in (g5, g6, g7):
+        assert g.read("/pub") == b"v"
+        assert _err(xensim, lambda: g.write("/pub", "x")) == "EACCES"
+    d0.write("/pub/child", "c")  # a new node inherits the record, DOMID_ANY included
+    assert g7.read("/pub/child") == b"c"
+    assert g7.get_perms("/pub/child") == ["n0", f"r{ANY}"]
+    g5.watch("/pub/child", "p")
+    assert g5.wait_watch(5) == ("/pub/child", "p")
+    d0.write("/pub/child", "c2")
+    assert _events(g5) == [("/pub/child", "p")]  # the watch filter is the same check
+    # the first matching entry wins, DOMID_ANY matching all
+    d0.set_perms("/pub", ["n0", "n7", f"b{ANY}"])
+    assert _err(xensim, lambda: g7.read("/pub")) == "EACCES"
+    g5.write("/pub", "by 5")
+    # the owner DOMID_ANY: every domain has the owner's rights; none may give it away
+    d0.write("/common", "")
+    d0.set_perms("/common", [f"n{ANY}"])
+    g5.write("/common/from5", "x")
+    g7.set_perms("/common", [f"n{ANY}", "r0"])
+    assert _err(xensim, lambda: g7.set_perms("/common", ["n7"])) == "EACCES"  # oxenstored's rule
+    # set over a guest's ring, with the feature
+    g5.write("data/open", "5")
+    g5.set_perms("data/open", ["n5", f"r{ANY}"])
+    assert g7.read("/local/domain/5/data/open") == b"5"
+    # from a guest without the feature: the entry is kept but ignored, the owner refused
+    g6.write("data/closed", "6")
+    g6.set_perms("data/closed", ["n6", f"r{ANY}"])
+    assert g6.get_perms("data/closed") == ["n6", f"r{ANY}"]
+    assert _err(xensim, lambda: g5.read("/local/domain/6/data/closed")) == "EACCES"
+    assert _err(xensim, lambda: g6.set_perms("data/closed", [f"n{ANY}"])) == "ENOENT"
+    g5.watch("/local/domain/6/data/closed", "c")
+    assert g5.wait_watch(5) == ("/local/domain/6/data/closed", "c")  # the first: unchecked
+    g6.write("data/closed", "again")
+    assert _events(g5) == []
+    # the same perms set again by dom0 count
+    d0.set_perms("/local/domain/6/data/closed", ["n6", f"r{ANY}"])
+    assert g5.read("/local/domain/6/data/closed") == b"again"
+    # a released domain takes its own entries along, never DOMID_ANY's (domain.c
+    # domain_adjust_node_perms)
+    d0.set_perms("/pub", ["n0", "r6", f"r{ANY}"])
+    d0.release(6)
+    assert d0.get_perms("/pub") == ["n0", f"r{ANY}"]
+    assert g7.read("/pub") == b"by 5"
+
+
+def test_release_domain_opened_to_every_domain_with_domid_any(new, xensim):
+    """C master starts @releaseDomain as n0 r<DOMID_ANY> (core.c setup_structure); oxsd
+    keeps oxenstored's n0 (the tree of every 4.17 scenario shows it), dom0 sets C's."""
+    daemon, d0, guest = new
+    g5, g6 = guest(5), guest(6)
+    assert d0.get_perms("@releaseDomain") == ["n0"]
+    g5.watch("@releaseDomain", "all")
+    g5.watch("@releaseDomain/6", "six")
+    assert len(_events(g5)) == 2  # the initial events
+    d0.release(6)
+    assert _events(g5) == []  # n0: dom0's only
+    d0.set_perms("@releaseDomain", ["n0", f"r{ANY}"])
+    g7 = guest(7)
+    d0.release(7)
+    assert _events(g5) == [("@releaseDomain", "all")]
+    g5.watch("@releaseDomain/8", "eight")
+    assert len(_events(g5)) == 1
+    guest(8)
+    d0.release(8)
+    assert sorted(_events(g5)) == [("@releaseDomain", "all"), ("@releaseDomain/8", "eight")]
+    del g6, g7
+
+
 # -- GET_QUOTA / SET_QUOTA ------------------------------------------------------------------
 
 def test_quotas_get_set_and_enforced_per_domain(new, xensim):
     daemon, d0, guest = new
-    assert d0.request(XS_GET_QUOTA) == b"nodes watches transactions node-size\0"
+    assert d0.request(XS_GET_QUOTA) == (b"nodes watches outstanding memory soft-memory "
+                                        b"transactions transaction-nodes node-permissions "
+                                        b"path-max node-size\0")  # C master's, in its order
     assert d0.request(XS_GET_QUOTA, _z("nodes")) == b"1000\0"  # Debian's quota-maxentity
     g = guest(5)
     h = guest(6)
@@ -368,6 +489,84 @@ def test_global_quotas_still_give_equota(new, xensim):
     assert _err(xensim, lambda: g.watch("w-last", "t")) == "EQUOTA"
 
 
+def test_quotas_below_current_use_for_watches_and_transactions(new, xensim):
+    """Set over dom0's ring and over the socket: what exists stays, growth is refused."""
+    daemon, d0, guest = new
+    g = guest(5)
+    ring0 = xensim.dom0_ring_client(xensim.Sim(str(daemon.sim_dir)))
+    try:
+        for i in range(3):
+            g.watch(f"data/w{i}", "t")
+        assert len(_events(g)) == 3
+        tx1, tx2 = g.transaction_start(), g.transaction_start()
+        assert ring0.request(XS_SET_QUOTA, _z("5", "watches", "1")) == b"OK\0"
+        assert d0.request(XS_SET_QUOTA, _z("5", "transactions", "1")) == b"OK\0"
+        assert ring0.request(XS_GET_QUOTA, _z("5", "transactions")) == b"1\0"
+        g.write("data/w2", "x")
+        assert _events(g) == [("data/w2", "t")]  # the watches there still fire
+        assert _err(xensim, lambda: g.watch("data/w9", "t")) == "ENOSPC"
+        g.unwatch("data/w0", "t")
+        g.unwatch("data/w1", "t")
+        assert _err(xensim, lambda: g.watch("data/w9", "t")) == "ENOSPC"  # 1 of 1
+        g.unwatch("data/w2", "t")
+        g.watch("data/w9", "t")
+        # both transactions opened before go on and commit
+        g.write("data/t1", "1", tx1)
+        assert _err(xensim, lambda: g.transaction_start()) == "ENOSPC"
+        g.transaction_end(tx1)
+        assert _err(xensim, lambda: g.transaction_start()) == "ENOSPC"  # tx2: 1 of 1
+        g.write("data/t2", "2", tx2)
+        g.transaction_end(tx2)
+        assert g.read("data/t1") == b"1" and g.read("data/t2") == b"2"
+        g.transaction_end(g.transaction_start(), False)
+    finally:
+        ring0.handle.close()
+
+
+def test_every_c_quota_name_is_answered_and_path_and_perm_quotas_are_enforced(new, xensim):
+    daemon, d0, guest = new
+    g5, g6 = guest(5), guest(6)
+    names = d0.request(XS_GET_QUOTA).rstrip(b"\0").decode().split()
+    assert len(names) == 10
+    for n in names:  # what libxl_retrieve_domain_configuration reads back
+        assert d0.request(XS_GET_QUOTA, _z("5", n)).rstrip(b"\0").isdigit()
+    for n in ("memory", "soft-memory", "transaction-nodes", "node-permissions"):
+        assert d0.request(XS_GET_QUOTA, _z(n)) == b"0\0"  # nothing limits them: 0
+    assert _err(xensim, lambda: d0.request(XS_GET_QUOTA, _z("soft-nodes"))) == "EINVAL"
+    path_max = int(d0.request(XS_GET_QUOTA, _z("path-max")).rstrip(b"\0"))  # quota-path-max
+    # kept and reported as C xenstored does them, without effect here
+    for n in ("outstanding", "memory", "soft-memory", "transaction-nodes"):
+        assert d0.request(XS_SET_QUOTA, _z("5", n, "1")) == b"OK\0"
+        assert d0.request(XS_GET_QUOTA, _z("5", n)) == b"1\0"
+    tx = g5.transaction_start()
+    for i in range(3):
+        g5.write(f"data/tx{i}", "x", tx)
+    g5.transaction_end(tx)
+    # path-max, measured as quota-path-max (after /local/domain/<domid>/): EINVAL past it
+    assert d0.request(XS_SET_QUOTA, _z("5", "path-max", "20")) == b"OK\0"
+    g5.write("data/" + "x" * 15, "")  # 20
+    for long in ("data/" + "x" * 16, "/local/domain/5/data/" + "x" * 16):
+        assert _err(xensim, lambda: g5.write(long, "")) == "EINVAL"
+    assert _err(xensim, lambda: part(g5, "data/" + "x" * 16, 0)) == "EINVAL"
+    g6.write("data/" + "x" * 16, "")  # guest 6 keeps quota-path-max
+    d0.write("/local/domain/5/data/" + "y" * 30, "")  # dom0 is never limited
+    assert d0.request(XS_SET_QUOTA, _z("path-max", "30")) == b"OK\0"  # the global value
+    assert _err(xensim, lambda: g6.write("data/" + "w" * 26, "")) == "EINVAL"
+    g6.write("data/" + "w" * 25, "")
+    assert _err(xensim, lambda: g5.write("data/" + "w" * 16, "")) == "EINVAL"  # its own: 20
+    assert d0.request(XS_SET_QUOTA, _z("5", "path-max", "0")) == b"OK\0"  # 0: no limit
+    g5.write("data/" + "z" * path_max, "")  # longer than quota-path-max
+    d0.request(XS_SET_QUOTA, _z("path-max", str(path_max)))
+    assert _err(xensim, lambda: g6.write("data/" + "z" * path_max, "")) == "EINVAL"
+    # node-permissions: ENOSPC past it, for that domain only
+    assert d0.request(XS_SET_QUOTA, _z("5", "node-permissions", "2")) == b"OK\0"
+    g5.set_perms("data", ["n5", "r0"])
+    assert _err(xensim, lambda: g5.set_perms("data", ["n5", "r0", "r6"])) == "ENOSPC"
+    assert g5.get_perms("data") == ["n5", "r0"]
+    g6.set_perms("data", ["n6", "r0", "r5"])
+    d0.set_perms("/local/domain/5/data", ["n5", "r0", "r6", "r7"])
+
+
 # -- WATCH <depth> and the domain special watches --------------------------------------------
 
 def _events(c, n_max: int = 20, quiet: float = 0.3) -> List[Tuple[str, str]]:
@@ -406,10 +605,19 @@ def test_watch_depth_over_socket_and_ring(new, xensim):
     # a guest, relative: depth counts below its relative path too
     g = guest(5)
     g.request(XS_WATCH, _z("data", "g1", "1"))
-    assert g.wait_watch(5) == ("data", "g1")
+    g.request(XS_WATCH, _z("data", "g0", "0"))
+    assert sorted(_events(g)) == [("data", "g0"), ("data", "g1")]
     g.write("data/x", "1")
     g.write("data/x/y", "1")
     assert _events(g) == [("data/x", "g1")]
+    g.write("data", "v")
+    assert sorted(_events(g)) == [("data", "g0"), ("data", "g1")]  # depth 0: the node only
+    g.request(XS_WATCH, _z("/local/domain/5/data/x", "abs0", "0"))  # absolute, on a ring
+    assert _events(g) == [("/local/domain/5/data/x", "abs0")]
+    g.write("data/x/y", "2")
+    assert _events(g) == []
+    g.write("data/x", "2")
+    assert sorted(_events(g)) == [("/local/domain/5/data/x", "abs0"), ("data/x", "g1")]
 
 
 def test_release_and_introduce_domain_watches_with_domid(new, xensim):
@@ -437,11 +645,19 @@ def test_release_and_introduce_domain_watches_with_domid(new, xensim):
 
 # -- live update carries the new state ---------------------------------------------------------
 
-def test_live_update_carries_quotas_features_depths_and_generations(new, xensim):
+def test_live_update_carries_quotas_features_depths_generations_and_domid_any(new, xensim):
     daemon, d0, guest = new
     g = guest(5)
-    guest(6, introduce=False)
+    g6 = guest(6, introduce=False)
     d0.request(XS_SET_FEATURE, _z("6", "1"))
+    d0.introduce(6, g6.mfn, g6.port)
+    g6.write("data/closed", "6")
+    g6.set_perms("data/closed", ["n6", f"r{ANY}"])  # guest 6 lacks DOMID_ANY: ignored
+    d0.write("/lu-any/a", "")
+    d0.set_perms("/lu-any", ["n0", f"r{ANY}"])
+    d0.write("/lu-any/b", "w")  # inherits /lu-any's record; /lu-any/a keeps n0
+    assert g.read("/lu-any/b") == b"w"
+    d0.request(XS_SET_QUOTA, _z("5", "path-max", "20"))
     d0.request(XS_SET_QUOTA, _z("5", "watches", "3"))
     d0.request(XS_SET_QUOTA, _z("nodes", "900"))
     d0.request(XS_WATCH, _z("/lu", "deep0", "0"))
@@ -466,4 +682,47 @@ def test_live_update_carries_quotas_features_depths_and_generations(new, xensim)
     d0.write("/lu", "v")
     d0.write("/lu/c/d", "")
     assert _events(d0) == [("/lu", "deep0")]  # the depth survived
-    del g
+    # DOMID_ANY: honoured where it was, still ignored where it was
+    assert g.read("/lu-any") == b"" and g.read("/lu-any/b") == b"w"
+    assert _err(xensim, lambda: g.read("/lu-any/a")) == "EACCES"
+    assert _err(xensim, lambda: g.read("/local/domain/6/data/closed")) == "EACCES"
+    assert d0.get_perms("/local/domain/6/data/closed") == ["n6", f"r{ANY}"]
+    # path-max applies to the restored ring connection
+    g.write("data/" + "x" * 15, "")
+    assert _err(xensim, lambda: g.write("data/" + "x" * 16, "")) == "EINVAL"
+
+
+# -- the 4.17 corpus with oxsd at level 4.22 ---------------------------------------------------
+
+SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
+AT_422 = ["--protocol-level", "4.22"]
+# Old ops, guests and their permissions and quotas, watches, the zero-length quirk, the
+# dump: the same bytes as the original's (the whole corpus: 40 of 44, docs/protocol-4.22.md).
+SAME_AT_422 = ("guests.scn", "setperms.scn", "watches.scn", "framing.scn", "db_dump.scn")
+
+
+def test_the_417_corpus_is_the_originals_with_oxsd_at_level_422(ocaml_ref, capsys):
+    status = diff_main([str(SCENARIOS / n) for n in SAME_AT_422]
+                       + ["-q", "--oxsd-args=--protocol-level 4.22"])
+    out = capsys.readouterr().out
+    assert status == 0 and out.endswith(
+        f"{len(SAME_AT_422)} scenarios, {len(SAME_AT_422)} identical, 0 differ\n"), out
+
+
+def test_at_level_422_the_corpus_differs_only_where_it_uses_the_new_wire(ocaml_ref):
+    """ring_page.scn reads the ring's server_features; args_split.scn sends WATCH with a
+    third argument, which 4.22 takes as a depth (the other two: docs/protocol-4.22.md)."""
+    ring = diff_scenario(load(SCENARIOS / "ring_page.scn"), guests=SimGuests(),
+                         keep_different=False, oxsd_args=AT_422)
+    assert [d.where for d in ring.differences] == ["connection g"], ring.report()
+    changed = [line.strip() for line in ring.differences[0].text.splitlines()
+               if line.strip().startswith(("- [", "+ ["))]
+    assert changed == [
+        "- [line  12] [mark] ring server_features=0x1 connection=0x0 req_cons=0x0 "
+        "req_prod=0x0 rsp_cons=0x0 rsp_prod=0x0",
+        "+ [line  12] [mark] ring server_features=0xf connection=0x0 req_cons=0x0 "
+        "req_prod=0x0 rsp_cons=0x0 rsp_prod=0x0"], ring.report()
+    args = diff_scenario(load(SCENARIOS / "args_split.scn"), keep_different=False,
+                         oxsd_args=AT_422)
+    assert args.first_packet_difference().line == 42, args.report()  # WATCH "/a\0tok\0\0"
+    assert "+ [line  42] WATCH rid=29 tx=0 len=3 \"OK\\0\"" in args.report()

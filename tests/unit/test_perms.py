@@ -196,3 +196,75 @@ def test_can_fire_watch_any_record_granting_read_is_enough():
 def test_can_fire_watch_flags():
     assert P.can_fire_watch(guest(6), [], Settings(perms_watch_activate=False))
     assert P.can_fire_watch(guest(6), [node("n0")], Settings(perms_activate=False))
+
+
+# -- DOMID_ANY (protocol level 4.22; C xenstored core.c perm_allows_conn) ---------------------
+
+ANY = P.DOMID_ANY  # 0x7ff5 = 32757
+
+
+def any_node(s: str) -> P.Node:
+    return P.honour_domid_any(node(s))
+
+
+def test_domid_any_is_xen_h_value_and_prints_as_a_domid():
+    assert ANY == 0x7FF5
+    p = any_node("n0 r32757")
+    assert type(p) is P.AnyDomainNode
+    assert p.to_string(" ") == "n0 r32757" and p == node("n0 r32757")
+    assert P.honour_domid_any(node("n0 r5")) == node("n0 r5")
+    assert type(P.honour_domid_any(node("n0 r5"))) is P.Node  # nothing to honour
+    assert type(P.honour_domid_any(node("n32757"))) is P.AnyDomainNode  # the owner
+
+
+def test_an_honoured_domid_any_entry_gives_every_domain_its_right():
+    p = any_node("n0 r32757")
+    for domid in (1, 6, 0x7FEF):
+        assert P.has(guest(domid), R, p) and P.lacks(guest(domid), W, p)
+    assert P.has(guest(0), W, p)  # dom0 as ever
+
+
+def test_in_a_plain_record_domid_any_names_no_domain_that_can_connect():
+    p = node("n0 r32757")  # written at 4.17, or by a writer without the feature
+    assert P.lacks(guest(6), R, p)
+    assert P.lacks(guest(6, target=7), R, p)
+
+
+def test_first_matching_entry_wins_with_domid_any_too():
+    p = any_node("b0 n6 r32757 b7")
+    assert P.lacks(guest(6), R, p)  # its own entry comes first
+    assert P.has(guest(7), R, p) and P.lacks(guest(7), W, p)  # DOMID_ANY comes first
+    assert P.has(guest(8), R, p) and P.lacks(guest(8), W, p)  # `other` (b) never reached
+    # the main domain's first match, then the target's
+    q = any_node("n0 n6 w32757")
+    assert P.lacks(guest(6, target=9), R, q) and P.has(guest(6, target=9), W, q)
+
+
+def test_the_owner_domid_any_makes_every_domain_owner():
+    p = any_node("n32757")
+    assert P.has(guest(6), W, p) and P.has(guest(6), R, p)
+    assert P.check_owner(guest(6), p)
+    assert not P.check_owner(guest(6), node("n32757"))  # plain: no one connects as 32757
+    assert P.check_owner(guest(6), any_node("n5 r32757")) is False  # ACL entries do not own
+
+
+def test_domid_any_denials_log_as_others(caplog):
+    with caplog.at_level(logging.INFO, logger="oxsd.perms"):
+        assert P.lacks(guest(6, target=7), W, any_node("n0 r32757"))
+    assert [r.getMessage() for r in caplog.records] == [
+        "Permission denied: Domain 6 has read only access",
+        "Permission denied: Domain 7 has read only access"]
+
+
+def test_releasing_a_domain_keeps_domid_any_and_the_record_class():
+    p = any_node("n5 r6 r32757")
+    q = p.remove_domid(6)
+    assert type(q) is P.AnyDomainNode and q.to_string(" ") == "n5 r32757"
+    assert p.remove_domid(5) is None  # the owner's node goes, as ever
+    assert P.has(guest(9), R, q)
+
+
+def test_watches_fire_through_domid_any():
+    s = Settings()
+    assert P.can_fire_watch(guest(6), [node("n0"), any_node("n0 r32757")], s)
+    assert not P.can_fire_watch(guest(6), [node("n0"), node("n0 r32757")], s)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from oxsd import define as Define
+from oxsd import perms as Perms
 from oxsd import parse_arg
 from oxsd.config import Settings, validate
 from oxsd.db import from_channel_f, to_lines
@@ -12,7 +13,7 @@ from oxsd.directory_part import Generations, c_atoi, part
 from oxsd.protocol_level import (FEATURES, LEVELS, DomainQuotas, ProtocolLevel, c_strings,
                                  check_level, parse_domid)
 from oxsd.quota import Quota
-from oxsd.store import Path
+from oxsd.store import Path, Store
 from oxsd.xb.op import Op, of_cval
 
 
@@ -131,6 +132,19 @@ class _FakeProcess:
         self.cons = _FakeCons()
         self.settings = Settings()
         self.doms = None
+        self.store = Store.create(self.settings)
+
+
+def _tree(store, honoured: bool):
+    """/a (n0 r32757, DOMID_ANY honoured or not) with a child /a/b, /c plain."""
+    full = Perms.Connection.full_rights
+    for p in ("/a", "/a/b", "/c"):
+        store.write(full, Path.of_string(p), b"")
+    perms = Perms.Node.of_strings(["n0", "r32757"])
+    if honoured:
+        perms = Perms.honour_domid_any(perms)
+    store.setperms(full, Path.of_string("/a"), perms)
+    store.write(full, Path.of_string("/a/d"), b"")  # inherits /a's record
 
 
 def test_dump_records_round_trip_and_the_original_would_skip_them():
@@ -138,11 +152,14 @@ def test_dump_records_round_trip_and_the_original_would_skip_them():
     level.generations.counter = 41
     level.features[6] = 1
     level.quotas.global_["nodes"] = 900
-    level.quotas.domains[5] = {"watches": 3}
+    level.quotas.domains[5] = {"watches": 3, "path-max": 100}
+    _tree(level.process.store, honoured=True)
     lines = level.dump_lines()
     assert lines == ["xs-generation,41\n", "xs-feature,6,1\n", "xs-quota,-1,nodes,900\n",
-                     "xs-quota,5,watches,3\n"]
+                     "xs-quota,5,watches,3\n", "xs-quota,5,path-max,100\n",
+                     "xs-domid-any,2f61\n", "xs-domid-any,2f612f64\n"]  # /a, /a/d
     again = ProtocolLevel(_FakeProcess())
+    _tree(again.process.store, honoured=False)  # the dump's store lines: plain records
     unknown = []
     data = ("$xenstored-dump-format\n" + "".join(lines) + "xs-bogus,1\n").encode()
     noop = lambda *a: None  # noqa: E731
@@ -150,9 +167,15 @@ def test_dump_records_round_trip_and_the_original_would_skip_them():
                    lambda fields: again.restore_line(fields, lambda ident: None)
                    or unknown.append(fields) is not None)
     assert again.generations.counter == 41 and again.features == {6: 1}
-    assert again.quotas.global_ == {"nodes": 900} and again.quotas.domains == {5: {"watches": 3}}
+    assert again.quotas.global_ == {"nodes": 900}
+    assert again.quotas.domains == {5: {"watches": 3, "path-max": 100}}
     assert unknown == [["xs-bogus", "1"]]
-    assert FEATURES == 7
+    kinds = {p: type(again.process.store.get_node(Path.of_string(p)).perms).__name__
+             for p in ("/a", "/a/b", "/a/d", "/c")}
+    assert kinds == {"/a": "AnyDomainNode", "/a/b": "Node", "/a/d": "AnyDomainNode",
+                     "/c": "Node"}
+    assert again.dump_lines() == lines
+    assert FEATURES == 15  # RECONNECTION | ERROR | WATCHDEPTH | DOMID_ANY
 
 
 def test_the_417_dump_is_unchanged_without_extra_lines():

@@ -714,32 +714,39 @@ def test_guest_create_write_rm_and_commit_cost_the_same_with_30_or_3000_domains(
     (b"/", "/local/domain/0/"),
 ])
 def test_path_cache_gives_what_path_create_gives(raw, base):
-    cache = PathCache(2048)
-    first = cache.create(raw, base)
+    cache = PathCache()
+    first = cache.create(raw, base, 2048)
     assert first == Path.create(raw, base, 2048)
-    assert cache.create(raw, base) is first  # the second time from the table
+    assert cache.create(raw, base, 2048) is first  # the second time from the table
 
 
 def test_path_cache_keys_on_the_connection_path_too():
-    cache = PathCache(2048)
-    assert cache.create(b"data", "/local/domain/5/") == Path.of_string("/local/domain/5/data")
-    assert cache.create(b"data", "/local/domain/6/") == Path.of_string("/local/domain/6/data")
+    cache = PathCache()
+    assert cache.create(b"data", "/local/domain/5/", 2048) == Path.of_string("/local/domain/5/data")
+    assert cache.create(b"data", "/local/domain/6/", 2048) == Path.of_string("/local/domain/6/data")
+
+
+def test_path_cache_keys_on_the_path_max_too():
+    cache = PathCache()
+    assert cache.create(b"/abcd", "/local/domain/0/", 5) == Path(("abcd",))
+    with pytest.raises(InvalidPath):
+        cache.create(b"/abcd", "/local/domain/0/", 4)  # a connection with a lower limit
 
 
 @pytest.mark.parametrize("raw", [b"/a//b", b"", b"/a/", b"/" + b"x" * 30])
 def test_path_cache_never_keeps_an_invalid_path(raw):
-    cache = PathCache(20)
+    cache = PathCache()
     for _ in range(2):
         with pytest.raises(InvalidPath):
-            cache.create(raw, "/local/domain/0/")
+            cache.create(raw, "/local/domain/0/", 20)
     assert len(cache._paths) == 0
 
 
 def test_path_cache_stays_bounded_whatever_the_client_sends():
-    cache = PathCache(4096)
+    cache = PathCache()
     for i in range(3 * PathCache.MAX):
-        assert cache.create(b"/p%d" % i, "/local/domain/0/") == Path(("p%d" % i,))
+        assert cache.create(b"/p%d" % i, "/local/domain/0/", 4096) == Path(("p%d" % i,))
         assert len(cache._paths) <= PathCache.MAX
     long_path = b"/" + b"x" * PathCache.MAX_LEN
-    assert cache.create(long_path, "/local/domain/0/") == Path(("x" * PathCache.MAX_LEN,))
-    assert (long_path, "/local/domain/0/") not in cache._paths
+    assert cache.create(long_path, "/local/domain/0/", 4096) == Path(("x" * PathCache.MAX_LEN,))
+    assert (long_path, "/local/domain/0/", 4096) not in cache._paths
