@@ -526,17 +526,16 @@ class Process(TransactionEnd, CarriedTransactions, Control):
                 return
         if self.trace is not None:
             self.trace.packet_in(con, packet)
-        # oxsd-top's counters (stats.py): two additions per request; one request
-        # in SAMPLE is timed (serve time, the slowest list) and its path counted
+        # oxsd-top's counters (stats.py): one addition per request (bytes are
+        # counted by the transport); one request in SAMPLE is timed (serve
+        # time, the slowest list) and its path counted
         ds = self.stats
         ds.sample_left -= 1
         if ds.sample_left:
             self.process_packet(con, packet)
         else:
             self._process_sampled(con, packet, ds)
-        st = con.counters
-        st.by_op[packet.ty] += 1
-        st.bytes_in += 16 + len(packet.data)
+        con.counters.by_op[packet.ty] += 1
         access_log = self.access_log
         if access_log.logs_op[packet.ty]:  # xb_op's own test, without the call for reads
             access_log.xb_op(packet.tid, con.domstr, packet.ty, packet.data)
@@ -563,10 +562,8 @@ class Process(TransactionEnd, CarriedTransactions, Control):
             if ty == Op.ERROR or ty == Op.WATCH_EVENT:  # the only answers xb_answer logs
                 self.access_log.xb_answer(pkt.tid, con.domstr, ty, pkt.data)
             if xb._out_off >= len(xb._out):  # not has_old_output: the head is written now
-                st = con.counters
-                st.bytes_out += 16 + len(pkt.data)
                 if ty == Op.WATCH_EVENT:
-                    st.events_sent += 1
+                    con.counters.events_sent += 1
                 if self.trace is not None:
                     self.trace.packet_out(con, pkt)
         elif not xb.has_old_output():
@@ -610,7 +607,6 @@ class Process(TransactionEnd, CarriedTransactions, Control):
                 counts[0] -= 1
                 if ty == Op.ERROR:
                     access_log.xb_answer(pkt.tid, con.domstr, ty, data)
-            st.bytes_out += 16 + len(data)
             if trace is not None:
                 trace.packet_out(con, pkt)
             pending.append(pack(ty, pkt.rid, pkt.tid, len(data)) + data)

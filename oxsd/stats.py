@@ -9,7 +9,9 @@ store or with other domains:
 
 * per connection (`ConnStats`, slotted): requests by op in a fixed list
   indexed by the op number, errors by name (touched on the error path only),
-  watch events queued and sent, bytes in and out;
+  watch events queued and sent; bytes in and out are the transport's
+  (`FdBackend`/`MmapBackend.bytes_in/out`: one addition per read or write
+  call, so a socket batch of requests costs one);
 * one request in SAMPLE (16) is timed: its time, multiplied by SAMPLE, is
   added to its connection's serve time (an estimate), it may enter the
   slowest requests of the last two windows (a 10-entry heap: one comparison
@@ -55,7 +57,7 @@ _OP_NAMES = {op.value: op.name for op in Op}
 class ConnStats:
     """What one connection asked for and was sent."""
 
-    __slots__ = ("by_op", "errors", "events_queued", "events_sent", "bytes_in", "bytes_out",
+    __slots__ = ("by_op", "errors", "events_queued", "events_sent",
                  "serve_ns", "lazy_found", "created")
 
     def __init__(self) -> None:
@@ -63,8 +65,6 @@ class ConnStats:
         self.errors: Dict[str, int] = {}
         self.events_queued = 0
         self.events_sent = 0
-        self.bytes_in = 0
-        self.bytes_out = 0
         self.serve_ns = 0
         self.lazy_found = 0
         self.created = time.time()
@@ -157,8 +157,8 @@ def _connection_row(con: Connection, store: Store) -> Dict[str, Any]:
         "errors": dict(st.errors),
         "watch_events_queued": st.events_queued,
         "watch_events_sent": st.events_sent,
-        "bytes_in": st.bytes_in,
-        "bytes_out": st.bytes_out,
+        "bytes_in": con.xb.backend.bytes_in,  # counted by the transport, per read / write
+        "bytes_out": con.xb.backend.bytes_out,
         "serve_us": st.serve_ns // 1000,
         "watches": con.nb_watches,
         "transactions": len(con.transactions),

@@ -167,7 +167,7 @@ class FdBackend:
     """
 
     __slots__ = ("sock", "fd", "_recv", "_send", "_sendall", "held", "pending",
-                 "_rbuf", "_roff", "_eof")
+                 "_rbuf", "_roff", "_eof", "bytes_in", "bytes_out")
 
     def __init__(self, sock: Union[socket.socket, int]) -> None:
         if isinstance(sock, int):
@@ -182,6 +182,9 @@ class FdBackend:
         self._rbuf = b""  # bytes read from the socket, not yet taken from _roff on
         self._roff = 0
         self._eof = False  # a recv returned 0 while filling the buffer
+        # oxsd-top's byte counters: one addition per system call, not per packet
+        self.bytes_in = 0
+        self.bytes_out = 0
 
     def has_buffered_input(self) -> bool:
         return self._roff < len(self._rbuf)
@@ -215,6 +218,7 @@ class FdBackend:
         data = self._recv(RECV_SIZE)
         if not data:
             raise EndOfFile()
+        self.bytes_in += len(data)
         self._rbuf = data
         self._roff = 0
 
@@ -259,6 +263,7 @@ class FdBackend:
             return b""
         if not data:
             raise EndOfFile()
+        self.bytes_in += len(data)
         self._rbuf = data
         return self._take(n)
 
@@ -281,6 +286,7 @@ class FdBackend:
         if not data:
             self._eof = True
             return PEEK_EOF
+        self.bytes_in += len(data)
         self._rbuf = data
         self._roff = 0
         return PEEK_DATA
@@ -294,15 +300,18 @@ class FdBackend:
             self.pending.append(data[off:] if off else data)
             return len(data) - off
         try:
-            return self._send(memoryview(data)[off:] if off else data, socket.MSG_DONTWAIT)
+            n = self._send(memoryview(data)[off:] if off else data, socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return 0
+        self.bytes_out += n
+        return n
 
     def write(self, data: bytes, off: int) -> int:
         """Blocking full write of data[off:] (OCaml Unix.write loops until done)."""
         if self.pending:  # what was gathered goes first
             self.flush_pending()
         self._sendall(memoryview(data)[off:] if off else data)
+        self.bytes_out += len(data) - off
         return len(data) - off
 
     def take_pending(self) -> bytes:
@@ -320,6 +329,7 @@ class FdBackend:
         data = self.take_pending()
         if data:
             self._sendall(data)
+            self.bytes_out += len(data)
 
     def close(self) -> None:
         self.pending.clear()
@@ -340,7 +350,7 @@ class MmapBackend:
     anyway).
     """
 
-    __slots__ = ("ring", "eventchn_notify", "work_again", "held", "owed")
+    __slots__ = ("ring", "eventchn_notify", "work_again", "held", "owed", "bytes_in", "bytes_out")
 
     def __init__(self, ring: Ring, eventchn_notify: Callable[[], None]) -> None:
         self.ring = ring
@@ -348,6 +358,8 @@ class MmapBackend:
         self.work_again = False  # the last read moved >= 1 byte
         self.held = False  # notifications are deferred to release_notify
         self.owed = False  # data moved since the last notification (while held)
+        self.bytes_in = 0  # oxsd-top's byte counters
+        self.bytes_out = 0
 
     def _moved(self) -> None:
         if self.held:
@@ -360,6 +372,7 @@ class MmapBackend:
         data = self.ring.read(n)  # Reconnect / BadConnection leave work_again as it was
         self.work_again = bool(data)
         if data:
+            self.bytes_in += len(data)
             self._moved()  # space freed in req[]
         return data
 
@@ -380,6 +393,7 @@ class MmapBackend:
                 self.work_again = True
                 self._moved()
                 ty, rid, tid, body = got
+                self.bytes_in += 16 + len(body)
                 return Packet(tid, rid, of_cval(ty), body)
             if got == 0:
                 self.work_again = False
@@ -392,6 +406,7 @@ class MmapBackend:
             self.work_again = False
             return partial.feed(data)
         self.work_again = True
+        self.bytes_in += len(data)
         try:
             pkt = partial.feed(data)
             if pkt is None and partial.in_body():
@@ -399,6 +414,7 @@ class MmapBackend:
                 if n > 0:
                     data = ring.read(n)
                     if data:
+                        self.bytes_in += len(data)
                         pkt = partial.feed(data)
         finally:
             self._moved()  # even if the body read raised: the header moved
@@ -407,6 +423,7 @@ class MmapBackend:
     def write(self, data: bytes, off: int) -> int:
         n = self.ring.write(memoryview(data)[off:] if off else data)
         if n > 0:
+            self.bytes_out += n
             self._moved()  # rsp[] has new bytes
         return n
 
