@@ -12,7 +12,7 @@ store or with other domains:
   watch events queued and sent; bytes in and out are the transport's
   (`FdBackend`/`MmapBackend.bytes_in/out`: one addition per read or write
   call, so a socket batch of requests costs one);
-* one request in SAMPLE (16) is timed: its time, multiplied by SAMPLE, is
+* one request in SAMPLE (32) is timed: its time, multiplied by SAMPLE, is
   added to its connection's serve time (an estimate), it may enter the
   slowest requests of the last two windows (a 10-entry heap: one comparison
   with the heap's minimum), and its path is counted among the hottest paths
@@ -48,7 +48,7 @@ FORMAT_VERSION = 1
 N_OPS = 32  # op numbers on the wire stop at 31 (xs_wire.h); larger ones count as INVALID
 SLOWEST_KEPT = 10
 SLOW_WINDOW_S = 60.0
-SAMPLE = 16  # one request in this many is timed and counted by path
+SAMPLE = 32  # one request in this many is timed and counted by path
 HOT_PATHS_CAP = 4096
 HOT_PATHS_REPORTED = 20
 _OP_NAMES = {op.value: op.name for op in Op}
