@@ -207,6 +207,8 @@ class Storm:
         if token.startswith("fe:"):  # a frontend's state changed
             _, d_s, devid_s = token.split(":")
             d, devid = int(d_s), int(devid_s)
+            if d not in self.tools:  # an earlier storm's guest, removed since
+                return
             fe, be = self.fe(d, kind, devid), self.be(d, kind, devid)
 
             def state(ty: int, data: bytes) -> None:
@@ -223,7 +225,7 @@ class Storm:
         if len(parts) < 8 or not parts[6].isdigit():
             return
         d, devid = int(parts[6]), int(parts[7])
-        if (kind, d) in self.be_seen:
+        if d not in self.tools or (kind, d) in self.be_seen:
             return
         self.be_seen.add((kind, d))
         be = self.be(d, kind, devid)
@@ -308,11 +310,23 @@ class Storm:
             if not ready:  # an event may have been coalesced: look at every ring
                 for peer in self.guest_peers.values():
                     peer.service()
-        cpu = cpu_seconds(self.daemon.pid) - cpu0
         end = max(self.done.values(), default=time.perf_counter())
+        self._settle(deadline)
+        cpu = cpu_seconds(self.daemon.pid) - cpu0
         times = sorted(self.done[d] - self.t0[d] for d in self.done)
         return {"wall": end - start, "times": times, "complete": len(self.done),
                 "retries": self.retries, "cpu": cpu}
+
+    def _settle(self, deadline: float) -> None:
+        """Serve the backends until every request they sent is answered.
+
+        Their last reads and writes are the storm's work too, and replies left
+        unread would reach the next storm (on the same backends) after this
+        storm's nodes are removed.
+        """
+        while any(p.pending for p in self.backends.values()) and time.monotonic() < deadline:
+            for key, _ in self.sel.select(timeout=0.05):
+                key.data.service()
 
     def stalled(self) -> str:
         """Where the unfinished guests stand: how many wait for which unanswered request."""
