@@ -10,7 +10,8 @@ guest watches, every 50 ms.  Bounded: T seconds, then every client collects
 what it is owed.  Checked: zero unexpected errors (a transaction's EAGAIN is
 expected and counted), every write to a watched path gave exactly one event
 at each watcher, the last values readable.  Printed: requests, ops/s, p50 /
-p99 / max round trip, the daemon's CPU over the T seconds, and the same by
+p99 / max round trip, the daemon's and the client process's CPU over the T
+seconds (100 %: that side is the bottleneck), and the same by
 client kind (guests, sockets): each client sends its next request when the
 last is answered, so a daemon that answers one kind faster gets more of that
 kind's requests, and the p50 over all requests mostly shows which kind that
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import resource
 import sys
 import threading
 import time
@@ -130,6 +132,7 @@ class LoadResult:
     p99_ms: float = 0.0
     max_ms: float = 0.0
     cpu: float = 0.0  # daemon CPU seconds over the load
+    client_cpu: float = 0.0  # this process's (every client thread's) CPU seconds over the load
     by_kind: dict[str, Latency] = field(default_factory=dict)  # "guests", "sockets"
     errors: list[str] = field(default_factory=list)
     event_mismatches: list[str] = field(default_factory=list)
@@ -137,6 +140,12 @@ class LoadResult:
     watched_writes: int = 0
     bcasts: int = 0
     events: int = 0
+
+
+def _own_cpu() -> float:
+    """CPU seconds of this process, every thread."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
 
 
 def _count_events(client: XsClient, flush_path: str, want: Counter, deadline: float) -> Counter:
@@ -189,7 +198,7 @@ def run_load(daemon: Daemon, n_guests: int, n_sockets: int, seconds: float,
         for t in threads:
             t.start()
         barrier.wait(60)
-        cpu0 = cpu_seconds(daemon.pid)
+        cpu0, client0 = cpu_seconds(daemon.pid), _own_cpu()
         t0 = time.monotonic()
         deadline = t0 + seconds
         stop_at = threading.Event()
@@ -201,6 +210,7 @@ def run_load(daemon: Daemon, n_guests: int, n_sockets: int, seconds: float,
             t.join(TIMEOUT + 30 + seconds)
         res.seconds = time.monotonic() - t0
         res.cpu = cpu_seconds(daemon.pid) - cpu0
+        res.client_cpu = _own_cpu() - client0
         res.bcasts = bcasts
         every = Latency.of([x for w in workers for x in w.latencies])
         res.requests, res.p50_ms, res.p99_ms, res.max_ms = (
@@ -240,15 +250,16 @@ def print_table(results: dict, args, pinned: Optional[int]) -> None:
     print(f"mixed load: {args.guests} guests + {args.sockets} socket clients, "
           f"{args.seconds:.0f} s, access log off, {pinning_note(pinned)}")
     print(f"{'daemon':<6} {'requests':>9} {'ops/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
-          f"{'max ms':>7} {'cpu %':>5} {'errors':>6} {'event diffs':>11} {'EAGAIN':>6} "
-          f"{'events':>8}")
+          f"{'max ms':>7} {'cpu %':>5} {'client %':>8} {'errors':>6} {'event diffs':>11} "
+          f"{'EAGAIN':>6} {'events':>8}")
     for kind, r in results.items():
         if isinstance(r, str):
             print(f"{kind:<6} {r}")
             continue
         print(f"{kind:<6} {r.requests:>9} {r.requests / r.seconds:>8.0f} {r.p50_ms:>7.1f} "
               f"{r.p99_ms:>7.1f} {r.max_ms:>7.0f} {100 * r.cpu / r.seconds:>5.0f} "
-              f"{len(r.errors):>6} {len(r.event_mismatches):>11} {r.eagain:>6} {r.events:>8}")
+              f"{100 * r.client_cpu / r.seconds:>8.0f} {len(r.errors):>6} "
+              f"{len(r.event_mismatches):>11} {r.eagain:>6} {r.events:>8}")
         for line in (r.errors + r.event_mismatches)[:10]:
             print(f"    {kind}: {line}")
     print("by client kind:")
