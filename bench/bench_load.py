@@ -10,7 +10,12 @@ guest watches, every 50 ms.  Bounded: T seconds, then every client collects
 what it is owed.  Checked: zero unexpected errors (a transaction's EAGAIN is
 expected and counted), every write to a watched path gave exactly one event
 at each watcher, the last values readable.  Printed: requests, ops/s, p50 /
-p99 / max round trip.
+p99 / max round trip, the daemon's and the client process's CPU over the T
+seconds (100 %: that side is the bottleneck), and the same by
+client kind (guests, sockets): each client sends its next request when the
+last is answered, so a daemon that answers one kind faster gets more of that
+kind's requests, and the p50 over all requests mostly shows which kind that
+is.
 
     python3 bench/bench_load.py                          # G=200, S=20, 60 s
     python3 bench/bench_load.py -g 20 -s 4 -t 5 --kinds oxsd
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import resource
 import sys
 import threading
 import time
@@ -29,7 +35,8 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Daemon, DaemonError, DaemonSettings, GuestFactory, start, stop  # noqa: E402
+from _common import (Daemon, DaemonError, DaemonSettings, GuestFactory, cpu_seconds,  # noqa: E402
+                     pin_client, pinning_note, start, stop)
 from oxsd.sim.client import SocketClient, XsClient, XsError  # noqa: E402
 
 FIRST_DOMID = 10
@@ -100,18 +107,45 @@ class Worker:
 
 
 @dataclass
+class Latency:
+    """Round trips of some clients: count and percentiles."""
+
+    requests: int = 0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    max_ms: float = 0.0
+
+    @classmethod
+    def of(cls, latencies: list[float]) -> "Latency":
+        lat = sorted(latencies)
+        if not lat:
+            return cls()
+        return cls(len(lat), lat[len(lat) // 2] * 1000,
+                   lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, lat[-1] * 1000)
+
+
+@dataclass
 class LoadResult:
     requests: int = 0
     seconds: float = 0.0
     p50_ms: float = 0.0
     p99_ms: float = 0.0
     max_ms: float = 0.0
+    cpu: float = 0.0  # daemon CPU seconds over the load
+    client_cpu: float = 0.0  # this process's (every client thread's) CPU seconds over the load
+    by_kind: dict[str, Latency] = field(default_factory=dict)  # "guests", "sockets"
     errors: list[str] = field(default_factory=list)
     event_mismatches: list[str] = field(default_factory=list)
     eagain: int = 0
     watched_writes: int = 0
     bcasts: int = 0
     events: int = 0
+
+
+def _own_cpu() -> float:
+    """CPU seconds of this process, every thread."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
 
 
 def _count_events(client: XsClient, flush_path: str, want: Counter, deadline: float) -> Counter:
@@ -164,6 +198,7 @@ def run_load(daemon: Daemon, n_guests: int, n_sockets: int, seconds: float,
         for t in threads:
             t.start()
         barrier.wait(60)
+        cpu0, client0 = cpu_seconds(daemon.pid), _own_cpu()
         t0 = time.monotonic()
         deadline = t0 + seconds
         stop_at = threading.Event()
@@ -174,13 +209,15 @@ def run_load(daemon: Daemon, n_guests: int, n_sockets: int, seconds: float,
         for t in threads:
             t.join(TIMEOUT + 30 + seconds)
         res.seconds = time.monotonic() - t0
+        res.cpu = cpu_seconds(daemon.pid) - cpu0
+        res.client_cpu = _own_cpu() - client0
         res.bcasts = bcasts
-        lat = sorted(x for w in workers for x in w.latencies)
-        res.requests = len(lat)
-        if lat:
-            res.p50_ms = lat[len(lat) // 2] * 1000
-            res.p99_ms = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
-            res.max_ms = lat[-1] * 1000
+        every = Latency.of([x for w in workers for x in w.latencies])
+        res.requests, res.p50_ms, res.p99_ms, res.max_ms = (
+            every.requests, every.p50_ms, every.p99_ms, every.max_ms)
+        for kind, prefix in (("guests", "g"), ("sockets", "s")):
+            res.by_kind[kind] = Latency.of([x for w in workers if w.name.startswith(prefix)
+                                            for x in w.latencies])
         collect_by = time.monotonic() + 60
         for w in workers:
             res.errors += [f"{w.name}: {e}" for e in w.errors]
@@ -209,20 +246,31 @@ def run_load(daemon: Daemon, n_guests: int, n_sockets: int, seconds: float,
     return res
 
 
-def print_table(results: dict, args) -> None:
+def print_table(results: dict, args, pinned: Optional[int]) -> None:
     print(f"mixed load: {args.guests} guests + {args.sockets} socket clients, "
-          f"{args.seconds:.0f} s, access log off")
+          f"{args.seconds:.0f} s, access log off, {pinning_note(pinned)}")
     print(f"{'daemon':<6} {'requests':>9} {'ops/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
-          f"{'max ms':>7} {'errors':>6} {'event diffs':>11} {'EAGAIN':>6} {'events':>8}")
+          f"{'max ms':>7} {'cpu %':>5} {'client %':>8} {'errors':>6} {'event diffs':>11} "
+          f"{'EAGAIN':>6} {'events':>8}")
     for kind, r in results.items():
         if isinstance(r, str):
             print(f"{kind:<6} {r}")
             continue
         print(f"{kind:<6} {r.requests:>9} {r.requests / r.seconds:>8.0f} {r.p50_ms:>7.1f} "
-              f"{r.p99_ms:>7.1f} {r.max_ms:>7.0f} {len(r.errors):>6} "
+              f"{r.p99_ms:>7.1f} {r.max_ms:>7.0f} {100 * r.cpu / r.seconds:>5.0f} "
+              f"{100 * r.client_cpu / r.seconds:>8.0f} {len(r.errors):>6} "
               f"{len(r.event_mismatches):>11} {r.eagain:>6} {r.events:>8}")
         for line in (r.errors + r.event_mismatches)[:10]:
             print(f"    {kind}: {line}")
+    print("by client kind:")
+    print(f"{'daemon':<6} {'clients':<8} {'requests':>9} {'ops/s':>8} {'p50 ms':>7} "
+          f"{'p99 ms':>7} {'max ms':>7}")
+    for kind, r in results.items():
+        if isinstance(r, str):
+            continue
+        for clients, lat in r.by_kind.items():
+            print(f"{kind:<6} {clients:<8} {lat.requests:>9} {lat.requests / r.seconds:>8.0f} "
+                  f"{lat.p50_ms:>7.1f} {lat.p99_ms:>7.1f} {lat.max_ms:>7.0f}")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -233,6 +281,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--kinds", default="ocaml,oxsd")
     args = ap.parse_args(argv)
+    pinned = pin_client()
     results: dict = {}
     for kind in args.kinds.split(","):
         try:
@@ -244,7 +293,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             results[kind] = run_load(daemon, args.guests, args.sockets, args.seconds, args.seed)
         finally:
             stop(daemon)
-    print_table(results, args)
+    print_table(results, args, pinned)
     ok = all(not isinstance(r, str) and not r.errors and not r.event_mismatches
              for r in results.values())
     return 0 if ok else 1
