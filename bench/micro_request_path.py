@@ -32,7 +32,7 @@ from typing import Callable, List
 # OXSD_SOURCE: measure the oxsd of another source tree (a before/after of two commits).
 sys.path.insert(0, os.environ.get("OXSD_SOURCE") or str(Path(__file__).resolve().parents[1]))
 
-from oxsd.diff.daemons import DaemonSettings, init_sim_dir, write_config  # noqa: E402
+from oxsd.diff.daemons import DaemonSettings, prepare_oxsd  # noqa: E402
 from oxsd.parse_arg import parse  # noqa: E402
 from oxsd.sim.guest import Guest, Sim  # noqa: E402
 from oxsd import xenstored as X  # noqa: E402
@@ -62,13 +62,7 @@ def requests(op: int, n: int, prefix: bytes) -> List[bytes]:
 class InProcessDaemon:
     def __init__(self, scratch: Path) -> None:
         sim_dir = scratch / "sim"
-        rundir = scratch / "run"
-        (rundir / "xen").mkdir(parents=True, exist_ok=True)
-        (rundir / "xenstored").mkdir(parents=True, exist_ok=True)
-        init_sim_dir(sim_dir)
-        conf = scratch / "oxenstored.conf"
-        write_config(conf, scratch, sim_dir, DaemonSettings(access_log=True),
-                     pid_file=str(rundir / "xen" / "xenstored.pid"))
+        conf, rundir = prepare_oxsd(scratch, sim_dir, DaemonSettings(access_log=True))
         os.environ["XENSTORED_RUNDIR"] = str(rundir / "xenstored")
         argv = ["oxenstored", "--no-fork", "--config-file", str(conf), "--sim", str(sim_dir),
                 "--disable-socket"]
@@ -84,27 +78,31 @@ class InProcessDaemon:
     def step(self) -> None:
         self.sched.main_loop()
 
-    def socket_io(self):
+    def exchange(self, send: Callable[[bytes], object], received: Callable[[], bytes],
+                 batch: List[bytes]) -> None:
+        """Send a batch of requests, run loop iterations until every reply is back."""
+        send(b"".join(batch))
+        got = 0
+        buf = b""
+        while got < len(batch):
+            self.step()
+            buf += received()
+            while len(buf) >= 16:
+                _, _, _, n = HDR.unpack_from(buf)
+                if len(buf) < 16 + n:
+                    break
+                buf = buf[16 + n:]
+                got += 1
+
+    def socket_io(self) -> Callable[[List[bytes]], None]:
         c = self.client
 
-        def exchange(batch: List[bytes]) -> None:
-            c.sendall(b"".join(batch))
-            want = len(batch)
-            got = 0
-            buf = b""
-            while got < want:
-                self.step()
-                try:
-                    buf += c.recv(1 << 20, socket.MSG_DONTWAIT)
-                except BlockingIOError:
-                    continue
-                while len(buf) >= 16:
-                    _, _, _, n = HDR.unpack_from(buf)
-                    if len(buf) < 16 + n:
-                        break
-                    buf = buf[16 + n:]
-                    got += 1
-        return exchange
+        def received() -> bytes:
+            try:
+                return c.recv(1 << 20, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return b""
+        return lambda batch: self.exchange(c.sendall, received, batch)
 
     def guest(self, domid: int) -> Guest:
         g = Guest(self.sim, domid)
@@ -115,24 +113,9 @@ class InProcessDaemon:
         exchange([request(XS_INTRODUCE, 3, b"%d\0%d\0%d\0" % (domid, g.mfn, g.port))])
         return g
 
-    def ring_io(self, g: Guest):
+    def ring_io(self, g: Guest) -> Callable[[List[bytes]], None]:
         client = g.client
-
-        def exchange(batch: List[bytes]) -> None:
-            client._send_bytes(b"".join(batch))
-            want = len(batch)
-            got = 0
-            buf = b""
-            while got < want:
-                self.step()
-                buf += client.ring.read_rsp()
-                while len(buf) >= 16:
-                    _, _, _, n = HDR.unpack_from(buf)
-                    if len(buf) < 16 + n:
-                        break
-                    buf = buf[16 + n:]
-                    got += 1
-        return exchange
+        return lambda batch: self.exchange(client._send_bytes, client.ring.read_rsp, batch)
 
 
 def measure(exchange: Callable, reqs: List[bytes], depth: int) -> float:

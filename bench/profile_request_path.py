@@ -44,7 +44,7 @@ from typing import Callable, Optional
 
 from _common import (KEYS, XS_READ, XS_WRITE, Daemon, DaemonSettings, GuestFactory, make_scratch,
                      pump, requests)
-from oxsd.diff.daemons import _wait_ready, init_sim_dir, write_config, REPO_ROOT
+from oxsd.diff.daemons import _wait_ready, prepare_oxsd, REPO_ROOT
 from oxsd.sim.client import SocketClient
 from oxsd.sim.guest import RingClient
 
@@ -61,12 +61,7 @@ def start_oxsd(scratch: Path, tool: str, access_log: bool = True) -> Daemon:
     """oxsd as bench/_common.start starts it, under the profiler wrapper or callgrind."""
     settings = DaemonSettings(access_log=access_log)
     sim_dir = scratch / "sim"
-    rundir = scratch / "run"
-    (rundir / "xen").mkdir(parents=True, exist_ok=True)
-    (rundir / "xenstored").mkdir(parents=True, exist_ok=True)
-    init_sim_dir(sim_dir)
-    conf = scratch / "oxenstored.conf"
-    write_config(conf, scratch, sim_dir, settings, pid_file=str(rundir / "xen" / "xenstored.pid"))
+    conf, rundir = prepare_oxsd(scratch, sim_dir, settings)
     args = ["--no-fork", "--config-file", str(conf), "--sim", str(sim_dir)]
     if not access_log:
         args.append("--no-access-log")

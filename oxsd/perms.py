@@ -285,6 +285,11 @@ def _grants(domainid: int, request: Permty, node: Node) -> bool:
         if d == domainid:
             perm = p
             break
+    return _allows(domainid, request, perm)
+
+
+def _allows(domainid: int, request: Permty, perm: Permty) -> bool:
+    """Whether `perm` (the entry that applies to `domainid`) allows `request`; logs a denial."""
     if perm is RDWR or perm is request:
         return True
     if perm is NONE:
@@ -303,15 +308,7 @@ def _grants_any(domainid: int, request: Permty, node: Node) -> bool:
         if d == domainid or d == DOMID_ANY:
             perm = p
             break
-    if perm is RDWR or perm is request:
-        return True
-    if perm is NONE:
-        log.info("Permission denied: Domain %d has no permission", domainid)
-    elif perm is READ:
-        log.info("Permission denied: Domain %d has read only access", domainid)
-    else:
-        log.info("Permission denied: Domain %d has write only access", domainid)
-    return False
+    return _allows(domainid, request, perm)
 
 
 def check_owner(connection: Connection, node: Node, activate: bool = True) -> bool:

@@ -33,7 +33,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, BinaryIO, Callable, Dict, List, Optional, Tuple
 
 from . import perms as Perms
-from .define import AlreadyExist, DoesntExist, LookupDoesntExist, PermissionDenied
+from .define import AlreadyExist, DoesntExist, PermissionDenied
 from .quota import Quota
 from .tree import ROOT, Node, Path, PathCache, with_child
 from .utils import ocaml_escaped
@@ -113,28 +113,20 @@ class Store:
         if not path:
             self.root.check_perm(perm, _W, activate)
             return self.root.set_value(value), False
-        # Path.apply_modify with the write inline (the hot path: no closure per write).
-        chain = []
-        node = self.root
-        for h in path[:-1]:
-            child = node.children.get(h)
-            if child is None:
-                raise LookupDoesntExist(h)
-            chain.append((node, child))
-            node = child
-        name = path[-1]
-        ent = node.children.get(name)
-        if ent is not None:
-            ent.check_perm(perm, _W, activate)
-            new = node.replace_child(ent, ent.set_value(value))
-            created = False
-        else:
+        created = False
+
+        def do_write(node: Node, name: str) -> Node:
+            nonlocal created
+            ent = node.children.get(name)
+            if ent is not None:
+                ent.check_perm(perm, _W, activate)
+                return node.replace_child(ent, ent.set_value(value))
             node.check_perm(perm, _W, activate)
-            new = node.add_child(Node.create(name, node.perms, value))
             created = True
-        for parent, child in reversed(chain):
-            new = parent.replace_child(child, new)
-        return new, created
+            return node.add_child(Node.create(name, node.perms, value))
+
+        # write_below_parent is the hot path; this one serves the rest (implicit parents)
+        return Path.apply_modify(self.root, path, do_write), created
 
     def path_rm(self, perm: Perms.Connection, path: Path) -> Node:
         activate = self.settings.perms_activate

@@ -382,13 +382,8 @@ def _launcher_for(ref: Path, binary: Path, scratch: Path) -> Path:
     return path
 
 
-def start_oxsd(scratch: Path, sim_dir: Path | None = None,
-               settings: DaemonSettings | None = None,
-               timeout: float = 30.0) -> Daemon:
-    """Start oxsd with the same configuration the reference gets."""
-    settings = settings or DaemonSettings()
-    scratch = Path(scratch).resolve()
-    sim_dir = Path(sim_dir).resolve() if sim_dir else scratch / "sim"
+def prepare_oxsd(scratch: Path, sim_dir: Path, settings: DaemonSettings) -> tuple[Path, Path]:
+    """SCRATCH laid out for an oxsd (run dirs, sim dir, the reference's config): (config, rundir)."""
     rundir = scratch / "run"
     (rundir / "xen").mkdir(parents=True, exist_ok=True)
     (rundir / "xenstored").mkdir(parents=True, exist_ok=True)
@@ -396,6 +391,17 @@ def start_oxsd(scratch: Path, sim_dir: Path | None = None,
     conf = scratch / "oxenstored.conf"
     write_config(conf, scratch, sim_dir, settings,
                  pid_file=str(rundir / "xen" / "xenstored.pid"))
+    return conf, rundir
+
+
+def start_oxsd(scratch: Path, sim_dir: Path | None = None,
+               settings: DaemonSettings | None = None,
+               timeout: float = 30.0) -> Daemon:
+    """Start oxsd with the same configuration the reference gets."""
+    settings = settings or DaemonSettings()
+    scratch = Path(scratch).resolve()
+    sim_dir = Path(sim_dir).resolve() if sim_dir else scratch / "sim"
+    conf, rundir = prepare_oxsd(scratch, sim_dir, settings)
     cmd = [settings.python or sys.executable, "-m", "oxsd", "--no-fork", "--config-file",
            str(conf)]
     # the reference always has its sim (XENSIM_DIR), with or without domain init
