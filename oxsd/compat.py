@@ -19,7 +19,9 @@
   one typed access, which the JIT emits as ``getarrayitem_raw_i`` /
   ``setarrayitem_raw`` with a 4-byte descriptor, a single ``mov``.  Both
   views have ``release()`` and work as context managers, so callers drop
-  them as they drop memoryviews.
+  them as they drop memoryviews.  The view comes from cffi's backend
+  (``_cffi_backend``), never from ``cffi.FFI()``, whose type strings are
+  parsed by pycparser (see the import below).
 """
 from __future__ import annotations
 
@@ -41,9 +43,20 @@ else:  # pragma: no cover - 3.9: PyPy, or an old CPython
 
 
 if PYPY:  # pragma: no cover - exercised by tests/integration/test_pypy.py
-    import cffi
+    # cffi's backend, not `cffi.FFI()`: FFI.from_buffer("uint32_t[]", ...)
+    # goes through cffi/api.py, whose first call builds pycparser's C
+    # parser (tens of ms and 4 MiB resident at start-up, when dom0's ring is
+    # opened) and whose every call looks the type string up under a lock:
+    # ~180 ns a view once compiled against 2 ns for the backend's call, and
+    # some 1900 operations in every JIT trace through a ring access (two
+    # views per request), enough to push the request path past the JIT's
+    # trace_limit (6000 operations) and have the trace thrown away.
+    import _cffi_backend
 
-    _ffi = cffi.FFI()
+    _UINT32_ARRAY = _cffi_backend.new_array_type(
+        _cffi_backend.new_pointer_type(_cffi_backend.new_primitive_type("uint32_t")), None)
+    _from_buffer = _cffi_backend.from_buffer
+    _release = _cffi_backend.release
 
     class _Words:
         """A cffi ``uint32_t[]`` over a buffer, with memoryview's release()/with."""
@@ -51,7 +64,7 @@ if PYPY:  # pragma: no cover - exercised by tests/integration/test_pypy.py
         __slots__ = ("_p",)
 
         def __init__(self, page: Any) -> None:
-            self._p = _ffi.from_buffer("uint32_t[]", page)
+            self._p = _from_buffer(_UINT32_ARRAY, page, False)
 
         def __getitem__(self, i: int) -> int:
             return self._p[i]
@@ -63,7 +76,7 @@ if PYPY:  # pragma: no cover - exercised by tests/integration/test_pypy.py
             return len(self._p)
 
         def release(self) -> None:
-            _ffi.release(self._p)
+            _release(self._p)
 
         def __enter__(self) -> "_Words":
             return self

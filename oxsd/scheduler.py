@@ -358,12 +358,16 @@ class Scheduler:
         The original reads one request per socket per iteration and writes
         its reply on a later one.  Here requests already queued in the
         socket are served in the same iteration, up to SOCKET_BATCH, and
-        their replies go out together at the end of the batch
-        (non-blocking: what the socket does not take waits for POLLOUT).
-        What each socket receives, and in what order, is unchanged; only
-        the interleaving with other clients moves, as it would with other
-        arrival times.  A peer that has closed gets no reply to its last
-        request: the original reads the EOF first.
+        each request's reply (with the events it fired at this socket) goes
+        out as soon as it is made, in one non-blocking send: what the
+        socket does not take waits for POLLOUT.  Holding the replies to the
+        end of the batch would save sends but leave a pipelining client
+        idle while the whole batch is served, and the daemon idle while the
+        client then answers them all.  What each socket receives, and in what
+        order, is unchanged; only the interleaving with other clients
+        moves, as it would with other arrival times.  A peer that has
+        closed gets no reply to its last request: the original reads the
+        EOF first.
         """
         con.xb.hold_output()
         try:
@@ -388,6 +392,8 @@ class Scheduler:
         do_output_held = process.do_output_held
         xb = con.xb
         peek = xb.backend.peek
+        release_output = xb.release_output
+        hold_output = xb.hold_output
         what = "read"
         try:  # EOF or an I/O error drops the socket, once for the whole batch
             for _ in range(SOCKET_BATCH):
@@ -403,6 +409,8 @@ class Scheduler:
                 # never reads, as in the original.  Gathering them behind the
                 # unsent bytes would empty the queue on every batch: unbounded.
                 do_output_held(con)
+                release_output()  # this reply now: the client may be waiting for it
+                hold_output()
                 if state != PEEK_DATA or not con.can_input():
                     return
         except (EndOfFile, OSError) as e:

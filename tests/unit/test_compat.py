@@ -47,3 +47,20 @@ def test_slotted_dataclass_is_a_dataclass_with_equality():
     assert P(1) == P(1, "x") != P(2)
     with pytest.raises(TypeError):
         P()  # a required field
+
+
+@pytest.mark.skipif(not PYPY, reason="the cffi view is PyPy's")
+def test_uint32_words_on_pypy_does_not_load_cffis_c_parser():
+    # cffi.FFI().from_buffer("uint32_t[]", ...) builds pycparser's parser on its
+    # first call: tens of ms and MiB in the middle of the first ring's set-up
+    import subprocess
+    import sys
+    code = ("import sys\n"
+            "from oxsd.compat import uint32_words\n"
+            "with memoryview(bytearray(8)) as page, uint32_words(page) as w:\n"
+            "    w[1] = 5\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('pycparser', 'cffi'))))\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
