@@ -57,6 +57,10 @@ def cpu_seconds(pid: int) -> float:
 CPU_TICKS_WANTED = 100  # daemon CPU ticks per measurement: 1 % resolution
 
 
+# A daemon under PyPy gets the launchers' nursery (init/: PYPY_GC_NURSERY=4M unless set):
+# PyPy's own default, half the cache size /proc/cpuinfo reports, can be hundreds of MiB.
+os.environ.setdefault("PYPY_GC_NURSERY", "4M")
+
 # The CPUs this bench may use, read before pin_client narrows this process to one.
 ALLOWED_CPUS = tuple(sorted(os.sched_getaffinity(0)))
 
@@ -90,6 +94,7 @@ class Runtime:
     kind: str
     python: Optional[str] = None
     source: Optional[str] = None  # another oxsd source tree (--source)
+    jit: bool = False  # a JIT runtime (pypy): its warm-up is --jit-warmup
 
 
 def interpreter_name(python: str) -> str:
@@ -114,15 +119,19 @@ def add_runtime_args(ap: argparse.ArgumentParser, repeat: bool = True) -> None:
                         help="measurements per row and runtime, taking turns (3)")
         ap.add_argument("--warmup", type=int, default=2000,
                         help="untimed requests per row before the measurements (2000)")
+        ap.add_argument("--jit-warmup", type=int, default=10000,
+                        help="the same for a JIT runtime (pypy), whose ring path has "
+                             "compiled after about 5000 requests (10000)")
 
 
 def runtimes(args: argparse.Namespace) -> list[Runtime]:
     out = [Runtime(kind, kind) for kind in args.kinds.split(",") if kind]
     for python in args.python:
-        label = f"oxsd-{interpreter_name(python)}"
+        name = interpreter_name(python)
+        label = f"oxsd-{name}"
         while any(r.label == label for r in out):
             label += "'"
-        out.append(Runtime(label, "oxsd", python))
+        out.append(Runtime(label, "oxsd", python, jit=name == "pypy"))
     for source in getattr(args, "source", []):
         label = f"oxsd@{Path(source).name}"
         while any(r.label == label for r in out):
@@ -376,12 +385,15 @@ def throughput_main(doc: str, default_n: int, transport: str,
             except (DaemonError, OSError, TimeoutError, ConnectionError) as e:
                 results[rt.label] = f"cannot start: {str(e).splitlines()[0]}"
         samples: dict = {label: {} for label in targets}
+        jit = {rt.label for rt in rts if rt.jit}
         for name, depth in OPS_BY_DEPTH:
             op = OP_CODES[name]
             live = [lb for lb in targets if lb not in results]
             for label in live:
                 try:
-                    targets[label].warm_up(op, args.warmup, depth)
+                    targets[label].warm_up(
+                        op, max(args.warmup, args.jit_warmup) if label in jit else args.warmup,
+                        depth)
                 except (OSError, TimeoutError, ConnectionError) as e:
                     results[label] = f"failed: {e!r}"
             for rep in range(args.repeat):
@@ -401,7 +413,7 @@ def throughput_main(doc: str, default_n: int, transport: str,
     ratios = print_table(
         f"{transport}, >= {args.n} requests per measurement, keys cycled over {KEYS} nodes, "
         f"access log {'off' if args.no_access_log else 'on'}, best/median of {args.repeat} "
-        f"(turns), warm-up {args.warmup}, "
+        f"(turns), warm-up {args.warmup} ({args.jit_warmup} for a JIT runtime), "
         f"{pinning_note(pinned)}"
         f"; '~': CPU under {CPU_TICKS_WANTED} ticks",
         labels, {lb: results[lb] for lb in labels}, OPS_BY_DEPTH)
