@@ -390,7 +390,8 @@ def test_a_later_round_that_raises_keeps_the_credit_its_iteration_earned(env):
     assert con.dom.io_credit == 1 and con.xb.releases == 1
 
 
-def test_a_round_that_raises_still_releases_the_notification(env):
+def test_a_first_round_that_raises_leaves_nothing_held(env):
+    """The paid round notifies as it goes (xb.ml); only the batch after it is held."""
     con = env.add(5, credit=1)
 
     def boom(c):
@@ -398,7 +399,22 @@ def test_a_round_that_raises_still_releases_the_notification(env):
     env.process.do_input = boom
     with pytest.raises(RuntimeError):
         env.sched.process_domains()
-    assert con.xb.releases == 1 and not con.xb.held
+    assert con.xb.holds == 0 and con.xb.releases == 0 and not con.xb.held
+
+
+def test_a_later_round_that_raises_still_releases_the_notification(env):
+    con = env.add(5, credit=1)
+    con.more_work, con.ring = True, 5
+    do_input = env.process.do_input
+
+    def fails_second(c):
+        do_input(c)
+        if len(env.process.calls) == 3:
+            raise RuntimeError("escapes to the main loop")
+    env.process.do_input = fails_second
+    with pytest.raises(RuntimeError):
+        env.sched.process_domains()
+    assert con.xb.holds == 1 and con.xb.releases == 1 and not con.xb.held
 
 
 def test_a_polled_round_that_finds_nothing_still_releases_the_notification(env):
