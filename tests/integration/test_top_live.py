@@ -140,7 +140,7 @@ def test_oxsd_top_marks_busy_lazy_and_full_guests_on_screen(busy_host, tmux, cap
     assert rows[0] == f"D{FULL}", screen
 
 
-def test_once_json_matches_the_daemons_state(busy_host):
+def test_once_json_matches_the_daemons_state(busy_host, capsys):
     daemon, d0, guests, equota, _sent = busy_host
     guests[FULL].watch("n1", "a")
     guests[FULL].watch("n2", "b")
@@ -149,6 +149,10 @@ def test_once_json_matches_the_daemons_state(busy_host):
     doc = json.loads(res.stdout)
     rows = {r["id"]: r for r in doc["connections"]}
     full = rows[f"D{FULL}"]
+    with capsys.disabled():  # what an operator's script gets (pytest -s shows it)
+        print(f"\n--- oxsd-top --once --json: totals and D{FULL} ---\n"
+              + json.dumps({"totals": doc["totals"], f"D{FULL}": full}, sort_keys=True)
+              + "\n---")
     # nodes: the domain's quota count, as CONTROL quota reports it
     quota_line = d0.control("quota", str(FULL)).rstrip(b"\0").decode()
     assert quota_line == f"dom{FULL} quota: {full['nodes']}/{MAXENT}"
@@ -164,11 +168,15 @@ def test_once_json_matches_the_daemons_state(busy_host):
     assert doc["daemon"]["pid"] == daemon.pid and doc["daemon"]["rss_bytes"] > 0
 
 
-def test_once_prometheus_exposes_the_same_counts(busy_host):
+def test_once_prometheus_exposes_the_same_counts(busy_host, capsys):
     daemon, _d0, _guests, equota, _sent = busy_host
     res = _oxsd_top(daemon, "--once", "--prometheus")
     assert res.returncode == 0, res.stderr
     text = res.stdout
+    with capsys.disabled():
+        print(f"\n--- oxsd-top --once --prometheus: the D{FULL} and D{LAZY} samples ---\n"
+              + "\n".join(line for line in text.splitlines()
+                          if f'conn="D{FULL}"' in line or f'conn="D{LAZY}"' in line) + "\n---")
     assert "# TYPE oxsd_requests_total counter" in text
     assert f'oxsd_nodes{{conn="D{FULL}",kind="domain",domid="{FULL}"}} {MAXENT}' in text
     assert (f'oxsd_errors_total{{conn="D{FULL}",kind="domain",domid="{FULL}",error="EQUOTA"}} '
