@@ -373,16 +373,21 @@ def test_a_batch_defers_its_notifications_to_one_release(env):
     assert con.xb.holds == 1 and con.xb.releases == 1 and not con.xb.held
 
 
+def _input_raises_at_call(env, n: int) -> None:
+    """Make the process's do_input raise once n calls (input and output) are recorded."""
+    do_input = env.process.do_input
+
+    def raises(c):
+        do_input(c)
+        if len(env.process.calls) == n:
+            raise RuntimeError("escapes to the main loop")
+    env.process.do_input = raises
+
+
 def test_a_later_round_that_raises_keeps_the_credit_its_iteration_earned(env):
     con = env.add(5, credit=1)
     con.more_work, con.ring = True, 5
-    do_input = env.process.do_input
-
-    def fails_third(c):
-        do_input(c)
-        if len(env.process.calls) == 5:
-            raise RuntimeError("escapes to the main loop")
-    env.process.do_input = fails_third
+    _input_raises_at_call(env, 5)  # the third round's input
     with pytest.raises(RuntimeError):
         env.sched.process_domains()
     # the original: round 1 paid (-1); the next iteration +1 and round 2 -1;
@@ -405,13 +410,7 @@ def test_a_first_round_that_raises_leaves_nothing_held(env):
 def test_a_later_round_that_raises_still_releases_the_notification(env):
     con = env.add(5, credit=1)
     con.more_work, con.ring = True, 5
-    do_input = env.process.do_input
-
-    def fails_second(c):
-        do_input(c)
-        if len(env.process.calls) == 3:
-            raise RuntimeError("escapes to the main loop")
-    env.process.do_input = fails_second
+    _input_raises_at_call(env, 3)  # the second round's input
     with pytest.raises(RuntimeError):
         env.sched.process_domains()
     assert con.xb.holds == 1 and con.xb.releases == 1 and not con.xb.held
