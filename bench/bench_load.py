@@ -35,8 +35,9 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (Daemon, DaemonError, DaemonSettings, GuestFactory, cpu_seconds,  # noqa: E402
-                     pin_client, pinning_note, start, stop)
+from _common import (Daemon, DaemonError, DaemonSettings, GuestFactory,  # noqa: E402
+                     add_runtime_args, cpu_seconds, pin_client, pinning_note, runtimes, start,
+                     stop)
 from oxsd.sim.client import SocketClient, XsClient, XsError  # noqa: E402
 
 FIRST_DOMID = 10
@@ -249,27 +250,27 @@ def run_load(daemon: Daemon, n_guests: int, n_sockets: int, seconds: float,
 def print_table(results: dict, args, pinned: Optional[int]) -> None:
     print(f"mixed load: {args.guests} guests + {args.sockets} socket clients, "
           f"{args.seconds:.0f} s, access log off, {pinning_note(pinned)}")
-    print(f"{'daemon':<6} {'requests':>9} {'ops/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+    print(f"{'daemon':<12} {'requests':>9} {'ops/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
           f"{'max ms':>7} {'cpu %':>5} {'client %':>8} {'errors':>6} {'event diffs':>11} "
           f"{'EAGAIN':>6} {'events':>8}")
     for kind, r in results.items():
         if isinstance(r, str):
-            print(f"{kind:<6} {r}")
+            print(f"{kind:<12} {r}")
             continue
-        print(f"{kind:<6} {r.requests:>9} {r.requests / r.seconds:>8.0f} {r.p50_ms:>7.1f} "
+        print(f"{kind:<12} {r.requests:>9} {r.requests / r.seconds:>8.0f} {r.p50_ms:>7.1f} "
               f"{r.p99_ms:>7.1f} {r.max_ms:>7.0f} {100 * r.cpu / r.seconds:>5.0f} "
               f"{100 * r.client_cpu / r.seconds:>8.0f} {len(r.errors):>6} "
               f"{len(r.event_mismatches):>11} {r.eagain:>6} {r.events:>8}")
         for line in (r.errors + r.event_mismatches)[:10]:
             print(f"    {kind}: {line}")
     print("by client kind:")
-    print(f"{'daemon':<6} {'clients':<8} {'requests':>9} {'ops/s':>8} {'p50 ms':>7} "
+    print(f"{'daemon':<12} {'clients':<8} {'requests':>9} {'ops/s':>8} {'p50 ms':>7} "
           f"{'p99 ms':>7} {'max ms':>7}")
     for kind, r in results.items():
         if isinstance(r, str):
             continue
         for clients, lat in r.by_kind.items():
-            print(f"{kind:<6} {clients:<8} {lat.requests:>9} {lat.requests / r.seconds:>8.0f} "
+            print(f"{kind:<12} {clients:<8} {lat.requests:>9} {lat.requests / r.seconds:>8.0f} "
                   f"{lat.p50_ms:>7.1f} {lat.p99_ms:>7.1f} {lat.max_ms:>7.0f}")
 
 
@@ -279,18 +280,20 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("-s", "--sockets", type=int, default=20)
     ap.add_argument("-t", "--seconds", type=float, default=60.0)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--kinds", default="ocaml,oxsd")
+    add_runtime_args(ap, repeat=False)
     args = ap.parse_args(argv)
     pinned = pin_client()
     results: dict = {}
-    for kind in args.kinds.split(","):
+    for rt in runtimes(args):
         try:
-            daemon = start(kind, DaemonSettings(access_log=False), prefix="oxl")
+            daemon = start(rt.kind, DaemonSettings(access_log=False), prefix="oxl",
+                           python=rt.python, source=rt.source)
         except DaemonError as e:
-            results[kind] = f"cannot start: {str(e).splitlines()[0]}"
+            results[rt.label] = f"cannot start: {str(e).splitlines()[0]}"
             continue
         try:
-            results[kind] = run_load(daemon, args.guests, args.sockets, args.seconds, args.seed)
+            results[rt.label] = run_load(daemon, args.guests, args.sockets, args.seconds,
+                                         args.seed)
         finally:
             stop(daemon)
     print_table(results, args, pinned)
