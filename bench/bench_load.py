@@ -126,12 +126,10 @@ class Latency:
 
 
 @dataclass
-class LoadResult:
-    requests: int = 0
+class LoadResult(Latency):
+    """A load run: the round trips of every client (Latency's fields), and the rest."""
+
     seconds: float = 0.0
-    p50_ms: float = 0.0
-    p99_ms: float = 0.0
-    max_ms: float = 0.0
     cpu: float = 0.0  # daemon CPU seconds over the load
     client_cpu: float = 0.0  # this process's (every client thread's) CPU seconds over the load
     by_kind: dict[str, Latency] = field(default_factory=dict)  # "guests", "sockets"
