@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import mmap
 import struct
+import subprocess
+import sys
 
 import pytest
 
@@ -53,8 +55,6 @@ def test_slotted_dataclass_is_a_dataclass_with_equality():
 def test_uint32_words_on_pypy_does_not_load_cffis_c_parser():
     # cffi.FFI().from_buffer("uint32_t[]", ...) builds pycparser's parser on its
     # first call: tens of ms and MiB in the middle of the first ring's set-up
-    import subprocess
-    import sys
     code = ("import sys\n"
             "from oxsd.compat import uint32_words\n"
             "with memoryview(bytearray(8)) as page, uint32_words(page) as w:\n"
