@@ -31,13 +31,14 @@ _WIDTH = 1 << _BITS
 _MASK = _WIDTH - 1
 _HASH_BITS = 64
 _MAX_SHIFT = _HASH_BITS - _BITS  # below this a leaf may split
+_HASH_MASK = (1 << _HASH_BITS) - 1
 
 Node = Union[Dict[Any, Any], List[Any]]
 _MISSING = object()
 
 
 def _hash(key: Any) -> int:
-    return hash(key) & ((1 << _HASH_BITS) - 1)
+    return hash(key) & _HASH_MASK
 
 
 def _split(leaf: Dict[Any, Any], shift: int) -> List[Any]:
@@ -94,15 +95,28 @@ class PMap(Mapping):
                 h >>= _BITS
         return node  # type: ignore[return-value]
 
+    # get and __getitem__ are _leaf inline: they are on every request's path
     def get(self, key: Any, default: Any = None) -> Any:
-        leaf = self._leaf(key)
-        return default if leaf is None else leaf.get(key, default)
+        node = self._root
+        if type(node) is list:
+            h = hash(key) & _HASH_MASK
+            while type(node) is list:
+                node = node[h & _MASK]
+                h >>= _BITS
+        if node is None:
+            return default
+        return node.get(key, default)  # type: ignore[union-attr]
 
     def __getitem__(self, key: Any) -> Any:
-        leaf = self._leaf(key)
-        if leaf is None:
+        node = self._root
+        if type(node) is list:
+            h = hash(key) & _HASH_MASK
+            while type(node) is list:
+                node = node[h & _MASK]
+                h >>= _BITS
+        if node is None:
             raise KeyError(key)
-        return leaf[key]
+        return node[key]
 
     def __contains__(self, key: object) -> bool:
         leaf = self._leaf(key)

@@ -142,7 +142,7 @@ class DomainQuotas:
                 }.get(name, 0)
 
     def check_node(self, quota: "Quota", domid: int, size: int) -> None:
-        """Quota.check for a domain with quota values of its own (Quota._check's hook)."""
+        """Quota.check for a domain with quota values of its own (Quota.check's hook)."""
         size_limit = self.value(domid, "node-size")
         if size_limit is None:
             if size > quota.maxsize:

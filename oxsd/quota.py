@@ -84,7 +84,10 @@ class Quota:
     def get(self, id: int) -> int:
         return self.cur.get(id, 0)
 
-    def _check(self, id: int, size: int) -> None:
+    def check(self, id: int, size: int) -> None:
+        """E2BIG if `size > maxsize`; EQUOTA if `id > 0` has a count `>= maxent`. `id = -1`: size only."""
+        if not self.activate:
+            return
         limits = self.limits
         if limits is not None and id > 0 and limits.applies(id):
             limits.check_node(self, id, size)
@@ -97,11 +100,6 @@ class Quota:
             if entry is not None and entry >= self.maxent:
                 log.warning("domain %s cannot create entry: quota reached", format_u(id))
                 raise QuotaLimitReached()
-
-    def check(self, id: int, size: int) -> None:
-        """E2BIG if `size > maxsize`; EQUOTA if `id > 0` has a count `>= maxent`. `id = -1`: size only."""
-        if self.activate:
-            self._check(id, size)
 
     def _update_entry(self, id: int, diff: int) -> "Quota":
         return self._with(_updated(self.cur, id, diff))

@@ -49,11 +49,13 @@ class Op(enum.IntEnum):
 # The ops that 4.17's op.ml does not know (INVALID there).
 NEWER_OPS = (Op.DIRECTORY_PART, Op.GET_FEATURE, Op.SET_FEATURE, Op.GET_QUOTA, Op.SET_QUOTA)
 
-_BY_CVAL: tuple[Op, ...] = tuple(Op(i) for i in range(27))
+# BY_CVAL[code]: the op of a wire type below N_CVALS (of_cval without the call).
+BY_CVAL: tuple[Op, ...] = tuple(Op(i) for i in range(27))
+N_CVALS = len(BY_CVAL)
 
 
 def of_cval(code: int) -> Op:
     """Map a wire type to an op; anything unknown is INVALID."""
-    if 0 <= code < 27:
-        return _BY_CVAL[code]
+    if 0 <= code < N_CVALS:
+        return BY_CVAL[code]
     return Op.INVALID

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .op import Op, of_cval
+from .op import BY_CVAL, N_CVALS, Op, of_cval
 from .packet import HEADER, HEADER_SIZE, Packet
 
 __all__ = [
@@ -67,7 +67,8 @@ def whole_packet(buf: bytes, off: int) -> Optional[tuple[Packet, int]]:
     ty, rid, tid, dlen = _unpack_header_from(buf, off)
     if dlen <= 0 or dlen > XENSTORE_PAYLOAD_MAX or len(buf) < end + dlen:
         return None
-    return Packet(tid, rid, of_cval(ty), buf[end:end + dlen]), end + dlen
+    op = BY_CVAL[ty] if ty < N_CVALS else Op.INVALID  # of_cval (ty is unsigned)
+    return Packet(tid, rid, op, buf[end:end + dlen]), end + dlen
 
 
 class PartialPkt:
