@@ -134,7 +134,7 @@ class Connection:
         self.watches: Hashtbl[str, List[Watch]] = Hashtbl(8)
         self.nb_watches = 0
         self.anonid = anonid
-        self.stat_nb_ops = 0
+        self._nb_ops_base = 0  # stat_nb_ops is counted in counters.by_op
         self.settings = settings
         self.access_log = access_log
         self.perm = self.make_perm()
@@ -197,7 +197,7 @@ class Connection:
         self.next_tid = INITIAL_NEXT_TID
         self.watches.clear()
         self.nb_watches = 0
-        self.stat_nb_ops = 0
+        self._nb_ops_base = sum(self.counters.by_op)  # stat_nb_ops = 0
 
     def packet_of(self, tid: int, rid: int, ty: Op, data: bytes) -> Packet:
         if self.is_mmap and len(data) > XENSTORE_PAYLOAD_MAX:
@@ -253,8 +253,14 @@ class Connection:
         return ((self.has_more_input() and self.can_input())
                 or (not self.has_old_output() and self.has_new_output()))
 
-    def incr_ops(self) -> None:
-        self.stat_nb_ops += 1
+    @property
+    def stat_nb_ops(self) -> int:
+        """Requests since the connection was made or last reconnected (Connection.stat_nb_ops).
+
+        Process.do_input counts each request once, in oxsd-top's by-op
+        counters, which a reconnection does not reset; this is their sum
+        since then (read only by CONTROL and the history's conflict scan)."""
+        return sum(self.counters.by_op) - self._nb_ops_base
 
     # -- watches ------------------------------------------------------
     def source_flush_watchevents(self) -> None:

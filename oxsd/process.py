@@ -31,7 +31,7 @@ from .history import History
 from .live_update import LiveUpdate
 from .logging_ import exn_to_string
 from .packet import ACK, DATA, DATA_OR_ACK, NONE, Ack, Error, Reply, Request, Response
-from .stats import SAMPLE, DaemonStats
+from .stats import SAMPLE, SAMPLE_MASK, DaemonStats
 from .store import Path, PathCache
 from .transaction import Transaction
 from .transaction_end import TransactionAgain, TransactionEnd
@@ -526,20 +526,20 @@ class Process(TransactionEnd, CarriedTransactions, Control):
                 return
         if self.trace is not None:
             self.trace.packet_in(con, packet)
-        # oxsd-top's counters (stats.py): one addition per request (bytes are
-        # counted by the transport); one request in SAMPLE is timed (serve
-        # time, the slowest list) and its path counted
-        ds = self.stats
-        ds.sample_left -= 1
-        if ds.sample_left:
+        # The request count (the original's stat_nb_ops, by op for oxsd-top:
+        # stats.py), raised after the request as incr_ops is; each op's
+        # SAMPLE-th request of a connection is timed and its path counted.
+        ty = packet.ty
+        by_op = con.counters.by_op
+        done = by_op[ty]
+        if done & SAMPLE_MASK != SAMPLE_MASK:
             self.process_packet(con, packet)
         else:
-            self._process_sampled(con, packet, ds)
-        con.counters.by_op[packet.ty] += 1
+            self._process_sampled(con, packet, self.stats)
+        by_op[ty] = done + 1
         access_log = self.access_log
-        if access_log.logs_op[packet.ty]:  # xb_op's own test, without the call for reads
-            access_log.xb_op(packet.tid, con.domstr, packet.ty, packet.data)
-        con.stat_nb_ops += 1
+        if access_log.logs_op[ty]:  # xb_op's own test, without the call for reads
+            access_log.xb_op(packet.tid, con.domstr, ty, packet.data)
 
     def _process_sampled(self, con: Connection, packet: Request, ds: DaemonStats) -> None:
         started = perf_counter_ns()

@@ -8,11 +8,13 @@ a handful of integer additions per request and nothing that grows with the
 store or with other domains:
 
 * per connection (`ConnStats`, slotted): requests by op in a fixed list
-  indexed by the op number, errors by name (touched on the error path only),
+  indexed by the op number (their sum is the original's stat_nb_ops:
+  `Connection.stat_nb_ops`, so they cost no addition of their own), errors by name (touched on the error path only),
   watch events queued and sent; bytes in and out are the transport's
   (`FdBackend`/`MmapBackend.bytes_in/out`: one addition per read or write
   call, so a socket batch of requests costs one);
-* one request in SAMPLE (32) is timed: its time, multiplied by SAMPLE, is
+* each connection's every SAMPLE-th (32nd) request of each op is timed (its
+  by-op count picks it: no counter of its own): its time, multiplied by SAMPLE, is
   added to its connection's serve time (an estimate), it may enter the
   slowest requests of the last two windows (a 10-entry heap: one comparison
   with the heap's minimum), and its path is counted among the hottest paths
@@ -41,7 +43,7 @@ from .xb.op import Op
 Connection = Connections = Settings = Store = Any
 
 __all__ = ["ConnStats", "DaemonStats", "snapshot", "snapshot_json", "STATS_COMMAND",
-           "FORMAT_VERSION", "SLOWEST_KEPT", "SAMPLE"]
+           "FORMAT_VERSION", "SLOWEST_KEPT", "SAMPLE", "SAMPLE_MASK"]
 
 STATS_COMMAND = b"oxsd-stats"
 FORMAT_VERSION = 1
@@ -49,6 +51,7 @@ N_OPS = 32  # op numbers on the wire stop at 31 (xs_wire.h); larger ones count a
 SLOWEST_KEPT = 10
 SLOW_WINDOW_S = 60.0
 SAMPLE = 32  # one request in this many is timed and counted by path
+SAMPLE_MASK = SAMPLE - 1  # SAMPLE is a power of two: n & SAMPLE_MASK picks one n in SAMPLE
 HOT_PATHS_CAP = 4096
 HOT_PATHS_REPORTED = 20
 _OP_NAMES = {op.value: op.name for op in Op}
@@ -91,7 +94,6 @@ class DaemonStats:
         self._slow_seq = 0
         self.slow_floor = 0  # a request faster than this cannot enter the heap
         self.hot: Dict[bytes, int] = {}
-        self.sample_left = SAMPLE
 
     def record_slow(self, ns: int, op: int, data: bytes, conn: str) -> None:
         """Called only for a request slower than `slow_floor`."""
@@ -108,8 +110,7 @@ class DaemonStats:
         self.slow_floor = self._slow[0][0] if len(self._slow) >= SLOWEST_KEPT else 0
 
     def sample_path(self, data: bytes) -> None:
-        """Count the request's path (called once every SAMPLE requests)."""
-        self.sample_left = SAMPLE
+        """Count the request's path (called for one request in SAMPLE)."""
         end = data.find(b"\0")
         path = data if end < 0 else data[:end]
         hot = self.hot

@@ -96,3 +96,64 @@ def test_find_socket_as_libxenstore():
     assert T.find_socket({"XENSTORED_PATH": "/a", "XENSTORED_RUNDIR": "/b"}) == "/a"
     assert T.find_socket({"XENSTORED_RUNDIR": "/b"}) == "/b/socket"
     assert T.find_socket({}) == "/var/run/xenstored/socket"
+
+
+def _process_with_socket():
+    """A Process with one socket connection, and the client's end of it."""
+    import socket
+
+    from oxsd.config import Settings
+    from oxsd.connections import Connections
+    from oxsd.history import History
+    from oxsd.logging_ import NullAccessLog
+    from oxsd.process import LiveUpdate, Process
+    from oxsd.store import Store
+    from oxsd.transaction import TransactionRegistry
+
+    settings = Settings()
+    access_log = NullAccessLog()
+    txreg = TransactionRegistry(settings)
+    process = Process(store=Store.create(settings), cons=Connections(settings, access_log),
+                      doms=None, settings=settings, access_log=access_log, txreg=txreg,
+                      history=History(txreg), live_update=LiveUpdate("/bin/true", []))
+    ours, peer = socket.socketpair()
+    return process, process.cons.add_anonymous(ours), peer
+
+
+def _serve(process, con, peer, op: int, payloads) -> None:
+    """Send the requests, then one do_input per request (each reply is drained)."""
+    import struct
+    for i, p in enumerate(payloads):
+        peer.sendall(struct.pack("<IIII", op, i, 0, len(p)) + p)
+        process.do_input(con)
+        con.xb.output(True)
+        peer.recv(8192)
+
+
+def test_stat_nb_ops_is_the_sum_of_by_op_since_the_last_reconnect():
+    from unittest import mock
+
+    from oxsd.xb.xb import Xb
+    process, con, peer = _process_with_socket()
+    _serve(process, con, peer, 11, [b"/a\0v"] * 5)   # WRITE
+    _serve(process, con, peer, 2, [b"/a\0"] * 3)     # READ
+    assert con.stat_nb_ops == 8 and con.counters.ops() == {"WRITE": 5, "READ": 3}
+    with mock.patch.object(Xb, "reconnect"):  # a ring's reset; a socket has none
+        con.do_reconnect()
+    assert con.stat_nb_ops == 0 and con.counters.requests == 8  # oxsd-top keeps its total
+    _serve(process, con, peer, 2, [b"/a\0"])
+    assert con.stat_nb_ops == 1 and con.counters.requests == 9
+
+
+def test_each_ops_sample_th_request_of_a_connection_is_sampled():
+    """The choice is each op's own count on the connection, not a count of all requests."""
+    process, con, peer = _process_with_socket()
+    half = S.SAMPLE // 2
+    _serve(process, con, peer, 11, [b"/w\0v"] * half)   # WRITE
+    _serve(process, con, peer, 2, [b"/r\0"] * half)     # READ: SAMPLE requests, none sampled
+    assert process.stats.hot == {} and con.counters.serve_ns == 0
+    _serve(process, con, peer, 2, [b"/r\0"] * (half + S.SAMPLE))
+    assert process.stats.hot == {b"/r": 2}  # the 32nd and 64th READ
+    _serve(process, con, peer, 11, [b"/w\0v"] * half)
+    assert process.stats.hot == {b"/r": 2, b"/w": 1}
+    assert con.counters.serve_ns > 0
