@@ -154,35 +154,6 @@ def test_oxsd_serves_dom0s_own_ring_from_xsd_kva(start, xensim):
         d0.close()
 
 
-
-@pytest.mark.parametrize("kind", ["ocaml", "oxsd"])
-def test_a_request_at_a_time_wakes_the_guest_once_per_reply_on_oxsd(start, xensim, kind):
-    """xb.ml notifies after taking a request and again after writing its reply; oxsd
-    notifies once, after the reply (docs/deviations.md, the domain batch row)."""
-    n = 20
-    daemon = start(kind)
-    sim = xensim.Sim(str(daemon.sim_dir))
-    d0 = xensim.SocketClient(daemon.socket_path)
-    guest = xensim.Guest(sim, 5)
-    try:
-        _introduce(d0, guest)
-        guest.write("data/x", "1")
-        client = guest.client
-        client.events_seen += len(client.evtchn.drain())
-        before = client.events_seen
-        for _ in range(n):
-            assert guest.read("data/x") == b"1"
-        # One more round trip: every event of the n requests was sent before its reply.
-        assert guest.read("data/x") == b"1"
-        events = client.events_seen + len(client.evtchn.drain()) - before
-        if kind == "ocaml":
-            assert events >= 2 * n
-        else:
-            assert n <= events <= n + 1
-    finally:
-        guest.close()
-        d0.close()
-
 # --------------------------------------------------------------- 2. differential scenarios
 
 _HOMES = '''
