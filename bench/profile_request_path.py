@@ -53,7 +53,7 @@ ROWS = [f"{transport}-{op}-{depth}" for transport in ("socket", "ring")
         for op in ("WRITE", "READ") for depth in (1, 8)]
 WINDOW_TIMEOUT = 60.0
 # The C methods that are one system call each (socket I/O, epoll, the log's write, events).
-SYSCALL_METHODS = re.compile(r"'(recv|recv_into|send|sendall|sendto|poll)' of '(_socket\.socket|"
+SYSCALL_METHODS = re.compile(r"'(recv|recv_into|send|sendall|sendto|poll)' of '(_socket\.socket|select\.poll|"
                              r"select\.epoll)'|posix\.(write|read)>")
 
 
