@@ -86,16 +86,9 @@ class PMap(Mapping):
         return PMap(root, len(leaf))
 
     # -- reads --------------------------------------------------------
-    def _leaf(self, key: Any) -> Optional[Dict[Any, Any]]:
-        node = self._root
-        if type(node) is list:
-            h = _hash(key)
-            while type(node) is list:
-                node = node[h & _MASK]
-                h >>= _BITS
-        return node  # type: ignore[return-value]
-
-    # get and __getitem__ are _leaf inline: they are on every request's path
+    # get and __getitem__ each walk to the key's leaf themselves: they are on
+    # every request's path (a node's children), where a shared helper cost a
+    # Python call per lookup
     def get(self, key: Any, default: Any = None) -> Any:
         node = self._root
         if type(node) is list:
@@ -119,8 +112,7 @@ class PMap(Mapping):
         return node[key]
 
     def __contains__(self, key: object) -> bool:
-        leaf = self._leaf(key)
-        return leaf is not None and key in leaf
+        return self.get(key, _MISSING) is not _MISSING
 
     def __len__(self) -> int:
         return self._len

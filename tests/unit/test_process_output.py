@@ -9,14 +9,9 @@ from __future__ import annotations
 
 import socket
 
-from oxsd.config import Settings
-from oxsd.connections import Connections
-from oxsd.history import History
-from oxsd.process import LiveUpdate, Process
-from oxsd.store import Store
-from oxsd.transaction import TransactionRegistry
 from oxsd.xb.op import Op
 from oxsd.xb.packet import Packet
+from support.process import make_process
 
 
 class RecordingAccessLog:
@@ -47,12 +42,8 @@ PACKETS = [
 
 
 def world():
-    settings = Settings()
     access_log = RecordingAccessLog()
-    txreg = TransactionRegistry(settings)
-    process = Process(store=Store.create(settings), cons=Connections(settings, access_log),
-                      doms=None, settings=settings, access_log=access_log, txreg=txreg,
-                      history=History(txreg), live_update=LiveUpdate("/bin/true", []))
+    process = make_process(access_log)
     ours, peer = socket.socketpair()
     con = process.cons.add_anonymous(ours)
     for pkt in PACKETS:

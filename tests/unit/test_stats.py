@@ -2,9 +2,15 @@
 from __future__ import annotations
 
 import copy
+import socket
+import struct
+from unittest import mock
 
 from oxsd import stats as S
 from oxsd import top as T
+from oxsd.logging_ import NullAccessLog
+from oxsd.xb.xb import Xb
+from support.process import make_process
 
 
 def test_slowest_keeps_the_ten_slowest_and_raises_its_floor():
@@ -100,29 +106,13 @@ def test_find_socket_as_libxenstore():
 
 def _process_with_socket():
     """A Process with one socket connection, and the client's end of it."""
-    import socket
-
-    from oxsd.config import Settings
-    from oxsd.connections import Connections
-    from oxsd.history import History
-    from oxsd.logging_ import NullAccessLog
-    from oxsd.process import LiveUpdate, Process
-    from oxsd.store import Store
-    from oxsd.transaction import TransactionRegistry
-
-    settings = Settings()
-    access_log = NullAccessLog()
-    txreg = TransactionRegistry(settings)
-    process = Process(store=Store.create(settings), cons=Connections(settings, access_log),
-                      doms=None, settings=settings, access_log=access_log, txreg=txreg,
-                      history=History(txreg), live_update=LiveUpdate("/bin/true", []))
+    process = make_process(NullAccessLog())
     ours, peer = socket.socketpair()
     return process, process.cons.add_anonymous(ours), peer
 
 
 def _serve(process, con, peer, op: int, payloads) -> None:
     """Send the requests, then one do_input per request (each reply is drained)."""
-    import struct
     for i, p in enumerate(payloads):
         peer.sendall(struct.pack("<IIII", op, i, 0, len(p)) + p)
         process.do_input(con)
@@ -131,9 +121,6 @@ def _serve(process, con, peer, op: int, payloads) -> None:
 
 
 def test_stat_nb_ops_is_the_sum_of_by_op_since_the_last_reconnect():
-    from unittest import mock
-
-    from oxsd.xb.xb import Xb
     process, con, peer = _process_with_socket()
     _serve(process, con, peer, 11, [b"/a\0v"] * 5)   # WRITE
     _serve(process, con, peer, 2, [b"/a\0"] * 3)     # READ
