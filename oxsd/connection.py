@@ -19,7 +19,7 @@ from . import quota as Quota
 from .define import AlreadyExist
 from .ocaml_hashtbl import Hashtbl
 from .stats import ConnStats
-from .xb.op import Op
+from .xb.op import OP_WATCH_EVENT, Op
 from .xb.packet import Packet
 
 if TYPE_CHECKING:
@@ -321,7 +321,7 @@ class Connection:
     def fire_single_watch_unchecked(self, watch: Watch) -> None:
         """Queue an event for `watch` with this connection as its source."""
         data = watch.path.encode("latin-1") + b"\0" + watch.token + b"\0"
-        pkt = watch.con.packet_of(0, 0, Op.WATCH_EVENT, data)
+        pkt = watch.con.packet_of(0, 0, OP_WATCH_EVENT, data)
         watch.con.counters.events_queued += 1
         if not self.pending_source_watchevents.push((watch, pkt)):
             raise RuntimeError("watch event overflow, cannot happen")

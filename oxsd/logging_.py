@@ -49,7 +49,7 @@ from .loggers import (LEVEL_NULL, File, Logger, LogDestination, Syslog_, WriteFa
                       string_of_date)
 from .printexc import ocaml_exn_str
 from .utils import ocaml_escaped
-from .xb.op import NEWER_OPS, Op
+from .xb.op import NEWER_OPS, OP_ERROR, OP_WATCH_EVENT, Op
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import Settings
@@ -383,12 +383,12 @@ class AccessLog:
         self.xb_op(0, "", Op.DEBUG, b"Live update begin")
 
     def xb_answer(self, tid: int, con: str, ty: Op, data: bytes) -> None:
-        if ty == Op.ERROR:
+        if ty == OP_ERROR:
             if data[:6] == b"ENOENT" and not self.read_ops:
                 return
-            self._log(con, tid, _TYPE_FIELD[Op.ERROR], data, logging.WARNING)
-        elif ty == Op.WATCH_EVENT:
-            self._log(con, tid, _TYPE_FIELD[Op.WATCH_EVENT], data, logging.INFO)
+            self._log(con, tid, _TYPE_FIELD[OP_ERROR], data, logging.WARNING)
+        elif ty == OP_WATCH_EVENT:
+            self._log(con, tid, _TYPE_FIELD[OP_WATCH_EVENT], data, logging.INFO)
 
     def watch_not_fired(self, con: str, perms: str, path: str) -> None:
         self._log(con, 0, WATCH_NOT_FIRED, f"EPERM perms=[{perms}] path={path}", logging.INFO)

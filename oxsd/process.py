@@ -35,7 +35,8 @@ from .stats import SAMPLE, SAMPLE_MASK, DaemonStats
 from .store import Path, PathCache
 from .transaction import Transaction
 from .transaction_end import TransactionAgain, TransactionEnd
-from .xb.op import NEWER_OPS, Op
+from .xb.op import (NEWER_OPS, OP_ERROR, OP_MKDIR, OP_RM, OP_SET_PERMS, OP_UNWATCH, OP_WATCH,
+                    OP_WATCH_EVENT, OP_WRITE, Op)
 from .xb.packet import HEADER
 from .xb.xb import BadConnection, Reconnect
 
@@ -174,11 +175,11 @@ class Process(TransactionEnd, CarriedTransactions, Control):
         newroot = t.store.root  # t.get_root()
         cons = self.cons
         for op, path in t.paths:  # oldest first
-            if op is Op.WRITE or op is Op.MKDIR:
+            if op is OP_WRITE or op is OP_MKDIR:
                 cons.fire_watches(source, (None, newroot), path, False)
-            elif op is Op.RM:
+            elif op is OP_RM:
                 cons.fire_watches(source, (None, oldroot), path, True)
-            elif op is Op.SET_PERMS:
+            elif op is OP_SET_PERMS:
                 cons.fire_watches(source, (oldroot, newroot), path, False)
             else:
                 raise RuntimeError("huh ?")
@@ -408,7 +409,7 @@ class Process(TransactionEnd, CarriedTransactions, Control):
         """Handle one request completely; never raises (errors become EIO)."""
         ty = req.ty
         tid = req.tid
-        if ty is Op.WATCH or ty is Op.UNWATCH:
+        if ty is OP_WATCH or ty is OP_UNWATCH:
             if tid != 0:
                 log.debug("Ignoring transaction ID %d for watch/unwatch", tid)
             tid = 0
@@ -559,10 +560,10 @@ class Process(TransactionEnd, CarriedTransactions, Control):
         if queued:  # has_new_output: log the head (even behind a half-written packet)
             pkt = queued[0]
             ty = pkt.ty
-            if ty == Op.ERROR or ty == Op.WATCH_EVENT:  # the only answers xb_answer logs
+            if ty == OP_ERROR or ty == OP_WATCH_EVENT:  # the only answers xb_answer logs
                 self.access_log.xb_answer(pkt.tid, con.domstr, ty, pkt.data)
             if xb._out_off >= len(xb._out):  # not has_old_output: the head is written now
-                if ty == Op.WATCH_EVENT:
+                if ty == OP_WATCH_EVENT:
                     con.counters.events_sent += 1
                 if self.trace is not None:
                     self.trace.packet_out(con, pkt)
@@ -599,13 +600,13 @@ class Process(TransactionEnd, CarriedTransactions, Control):
             pkt = q.popleft()  # Xb.output: BoundedQueue.pop
             ty = pkt.ty
             data = pkt.data
-            if ty == Op.WATCH_EVENT:
+            if ty == OP_WATCH_EVENT:
                 counts[1] -= 1
                 access_log.xb_answer(pkt.tid, con.domstr, ty, data)
                 st.events_sent += 1
             else:
                 counts[0] -= 1
-                if ty == Op.ERROR:
+                if ty == OP_ERROR:
                     access_log.xb_answer(pkt.tid, con.domstr, ty, data)
             if trace is not None:
                 trace.packet_out(con, pkt)

@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Any, Callable, List, NamedTuple, Optional, Pro
 from . import perms as Perms
 from .define import QuotaLimitReached
 from .store import Node, Path, Store
-from .xb.op import Op
+from .xb.op import OP_MKDIR, OP_RM, OP_SET_PERMS, OP_WRITE, Op
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -300,7 +300,7 @@ class Transaction:
             existed = self.store.path_exists(path)
             self.store.write(perm, path, value)
             self.set_write_lowpath(path if existed else path.get_parent())
-        self.paths.append((Op.WRITE, path))
+        self.paths.append((OP_WRITE, path))
 
     def write_below_parent(self, perm: Perms.Connection, path: Path, value: bytes) -> bool:
         """`write` when every ancestor of `path` exists; False (nothing done) otherwise
@@ -310,7 +310,7 @@ class Transaction:
             return False
         if self.ty is not None:
             self.set_write_lowpath(path.get_parent() if created else path)
-        self.paths.append((Op.WRITE, path))
+        self.paths.append((OP_WRITE, path))
         return True
 
     def mkdir(self, perm: Perms.Connection, path: Path, with_watch: bool = True) -> None:
@@ -318,19 +318,19 @@ class Transaction:
         if self.ty is not None:
             self.set_write_lowpath(path.get_parent())
         if with_watch:
-            self.paths.append((Op.MKDIR, path))
+            self.paths.append((OP_MKDIR, path))
 
     def setperms(self, perm: Perms.Connection, path: Path, perms: Perms.Node) -> None:
         self.store.setperms(perm, path, perms)
         if self.ty is not None:
             self.set_write_lowpath(path)
-        self.paths.append((Op.SET_PERMS, path))
+        self.paths.append((OP_SET_PERMS, path))
 
     def rm(self, perm: Perms.Connection, path: Path) -> None:
         self.store.rm(perm, path)
         if self.ty is not None:
             self.set_write_lowpath(path.get_parent())
-        self.paths.append((Op.RM, path))
+        self.paths.append((OP_RM, path))
 
     def ls(self, perm: Perms.Connection, path: Path) -> List[str]:
         r = self.store.ls(perm, path)

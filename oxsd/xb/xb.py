@@ -33,7 +33,7 @@ from typing import Callable, Deque, Optional, Union
 from ..ring import BadConnection, Reconnect, Ring, XENSTORE_SERVER_FEATURE_RECONNECTION
 from .backend import (PEEK_DATA, PEEK_EOF, PEEK_NOTHING, RECV_SIZE, Backend, EndOfFile,
                       FdBackend, MmapBackend)
-from .op import Op
+from .op import OP_WATCH_EVENT
 from .packet import Packet
 from .partial import PartialIn
 
@@ -67,7 +67,7 @@ class PacketClass(enum.IntEnum):
 _CLASS_NAMES = ("command_reply", "watch_event")
 _CR = 0  # PacketClass.COMMAND_REPLY as a plain int (hot-path indexing)
 _WE = 1  # PacketClass.WATCHEVENT
-_WATCH_EVENT = Op.WATCH_EVENT
+_WATCH_EVENT = OP_WATCH_EVENT
 # OCaml's Hashtbl (16 buckets, seed 0) puts CommandReply in bucket 10 and
 # Watchevent in bucket 11, so `debug` always lists them in this order.
 _DEBUG_ORDER = (PacketClass.COMMAND_REPLY, PacketClass.WATCHEVENT)
