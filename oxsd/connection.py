@@ -259,7 +259,8 @@ class Connection:
 
         Process.do_input counts each request once, in oxsd-top's by-op
         counters, which a reconnection does not reset; this is their sum
-        since then (read only by CONTROL and the history's conflict scan)."""
+        since then (read only by the periodic `con stat` log line and the
+        history's conflict scan)."""
         return sum(self.counters.by_op) - self._nb_ops_base
 
     # -- watches ------------------------------------------------------

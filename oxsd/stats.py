@@ -8,14 +8,15 @@ a handful of integer additions per request and nothing that grows with the
 store or with other domains:
 
 * per connection (`ConnStats`, slotted): requests by op in a fixed list
-  indexed by the op number (their sum is the original's stat_nb_ops:
-  `Connection.stat_nb_ops`, so they cost no addition of their own), errors by name (touched on the error path only),
-  watch events queued and sent; bytes in and out are the transport's
+  indexed by the op number (their sum is the original's stat_nb_ops,
+  `Connection.stat_nb_ops`, so they cost no addition of their own),
+  errors by name (touched on the error path only), watch events queued
+  and sent; bytes in and out are the transport's
   (`FdBackend`/`MmapBackend.bytes_in/out`: one addition per read or write
   call, so a socket batch of requests costs one);
-* each connection's every SAMPLE-th (32nd) request of each op is timed (its
-  by-op count picks it: no counter of its own): its time, multiplied by SAMPLE, is
-  added to its connection's serve time (an estimate), it may enter the
+* each connection's every SAMPLE-th (32nd) request of each op is timed
+  (its by-op count picks it: no counter of its own): its time, multiplied
+  by SAMPLE, is added to its connection's serve time (an estimate), it may enter the
   slowest requests of the last two windows (a 10-entry heap: one comparison
   with the heap's minimum), and its path is counted among the hottest paths
   (a table capped at HOT_PATHS_CAP entries, pruned to the top quarter when
