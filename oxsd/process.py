@@ -528,8 +528,9 @@ class Process(TransactionEnd, CarriedTransactions, Control):
         if self.trace is not None:
             self.trace.packet_in(con, packet)
         # The request count (the original's stat_nb_ops, by op for oxsd-top:
-        # stats.py), raised after the request as incr_ops is; each op's
-        # SAMPLE-th request of a connection is timed and its path counted.
+        # stats.py), raised after the request as connection.ml's incr_ops is;
+        # each op's SAMPLE-th request of a connection is timed and its path
+        # counted.
         ty = packet.ty
         by_op = con.counters.by_op
         done = by_op[ty]

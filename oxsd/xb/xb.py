@@ -67,7 +67,6 @@ class PacketClass(enum.IntEnum):
 _CLASS_NAMES = ("command_reply", "watch_event")
 _CR = 0  # PacketClass.COMMAND_REPLY as a plain int (hot-path indexing)
 _WE = 1  # PacketClass.WATCHEVENT
-_WATCH_EVENT = OP_WATCH_EVENT
 # OCaml's Hashtbl (16 buckets, seed 0) puts CommandReply in bucket 10 and
 # Watchevent in bucket 11, so `debug` always lists them in this order.
 _DEBUG_ORDER = (PacketClass.COMMAND_REPLY, PacketClass.WATCHEVENT)
@@ -78,7 +77,7 @@ def string_of_packet_class(cls: PacketClass) -> str:
 
 
 def classify(pkt: Packet) -> PacketClass:
-    return PacketClass.WATCHEVENT if pkt.ty == _WATCH_EVENT else PacketClass.COMMAND_REPLY
+    return PacketClass.WATCHEVENT if pkt.ty == OP_WATCH_EVENT else PacketClass.COMMAND_REPLY
 
 
 class BoundedQueue:
@@ -102,7 +101,7 @@ class BoundedQueue:
 
     def push(self, pkt: Packet) -> bool:
         """Append pkt if its class and the queue have room; False when refused."""
-        cls = _WE if pkt.ty == _WATCH_EVENT else _CR
+        cls = _WE if pkt.ty == OP_WATCH_EVENT else _CR
         counts = self.counts
         if len(self.q) < self.capacity and counts[cls] < self.limits[cls]:
             self.q.append(pkt)
@@ -113,7 +112,7 @@ class BoundedQueue:
     def pop(self) -> Packet:
         """Remove and return the head; IndexError when empty (OCaml: Queue.Empty)."""
         pkt = self.q.popleft()
-        self.counts[_WE if pkt.ty == _WATCH_EVENT else _CR] -= 1
+        self.counts[_WE if pkt.ty == OP_WATCH_EVENT else _CR] -= 1
         return pkt
 
     def peek(self) -> Packet:
@@ -303,7 +302,7 @@ class Xb:
             if not q:
                 return True
             pkt = q.popleft()  # BoundedQueue.pop, inline (every reply)
-            self._counts[_WE if pkt.ty == _WATCH_EVENT else _CR] -= 1
+            self._counts[_WE if pkt.ty == OP_WATCH_EVENT else _CR] -= 1
             out = pkt.to_bytes()
             off = 0
         if nowait:
