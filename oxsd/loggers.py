@@ -27,7 +27,7 @@ from .printexc import ocaml_exn_str
 
 __all__ = [
     "LEVEL_NULL", "File", "Syslog_", "LogDestination", "log_destination_of_string",
-    "string_of_date", "truncate_line", "log_rotate", "FileLogger", "SyslogLogger", "Logger",
+    "string_of_date", "date_bytes", "truncate_line", "log_rotate", "FileLogger", "SyslogLogger", "Logger",
     "make_file_logger", "make_syslog_logger", "WriteFailures",
 ]
 
@@ -74,32 +74,48 @@ def log_destination_of_string(s: str) -> LogDestination:
 # -- date -------------------------------------------------------------------------
 
 _MS = tuple("%03dZ" % i for i in range(1000))
+_MS_BYTES = tuple(ms.encode() for ms in _MS)
 
 
 class _DateCache:
     """string_of_date with the part up to the seconds computed once per second."""
 
-    __slots__ = ("sec", "head")
+    __slots__ = ("sec", "head", "head_bytes")
 
     def __init__(self) -> None:
         self.sec = -1
         self.head = ""
+        self.head_bytes = b""
+
+    def _new_second(self, sec: int) -> None:
+        tm = time.gmtime(sec)
+        self.head = "%d%02d%02dT%02d:%02d:%02d." % (
+            tm.tm_year, tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec)
+        self.head_bytes = self.head.encode()
+        self.sec = sec
 
     def __call__(self, t: Optional[float] = None) -> str:
         if t is None:
             t = time.time()
         sec = math.floor(t)
         if sec != self.sec:
-            tm = time.gmtime(sec)
-            self.head = "%d%02d%02dT%02d:%02d:%02d." % (
-                tm.tm_year, tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec)
-            self.sec = sec
+            self._new_second(sec)
         return self.head + _MS[int(1000.0 * (t - sec))]
+
+    def as_bytes(self) -> bytes:
+        """The date of now, ASCII bytes (the access log's lines are built as bytes)."""
+        t = time.time()
+        sec = int(t)  # t > 0: the floor
+        if sec != self.sec:
+            self._new_second(sec)
+        return self.head_bytes + _MS_BYTES[int(1000.0 * (t - sec))]
 
 
 # string_of_date(t=None): UTC `YYYYMMDDTHH:MM:SS.mmmZ`, milliseconds truncated
 # (logging.ml: string_of_date).
 string_of_date = _DateCache()
+# date_bytes(): the same date of now, as ASCII bytes (the access log's lines).
+date_bytes = string_of_date.as_bytes
 
 
 def truncate_line(nb_chars: int, line: str) -> str:
@@ -160,16 +176,23 @@ class FileLogger:
         self.post_rotate()
 
     def write(self, s: str, level: int = logging.DEBUG) -> None:
-        if self.nb_chars > 0 and len(s) > self.nb_chars - 1:
-            s = truncate_line(self.nb_chars, s)
-        fd = self.fd
-        if fd is None:
-            raise OSError("log file is closed")
-        s += "\n"
         try:  # lines hold one character per byte (latin-1); anything wider goes out as UTF-8
             data = s.encode("latin-1")
         except UnicodeEncodeError:
             data = s.encode("utf-8", "surrogateescape")
+        self.write_bytes(data)
+
+    def write_bytes(self, line: bytes) -> None:
+        """`write` of a line already encoded, without its newline; truncated on its bytes, as
+        the original's strings are bytes."""
+        nb_chars = self.nb_chars
+        if nb_chars > 0 and len(line) > nb_chars - 1:
+            n = max(nb_chars - 1, 2)  # truncate_line, on bytes
+            line = line[:n - 2] + b".."
+        fd = self.fd
+        if fd is None:
+            raise OSError("log file is closed")
+        data = line + b"\n"
         n = os.write(fd, data)
         while n < len(data):  # regular files do not short-write, but be exact anyway
             data = data[n:]

@@ -28,9 +28,10 @@ configuration without an access log) gives a `NullAccessLog` whose methods
 do nothing.  Lines: `[<date>]  <tid field, 12 cols> <type field> <data>`,
 data with NUL -> space then OCaml `String.escaped`; write failures are
 ignored.  To keep the hot path short the per-op filter and type strings are
-tables indexed by op code, the date string is rebuilt once per second, and
-data longer than the line limit is cut *before* escaping (the truncated
-line is the same).
+tables indexed by op code, the date string is rebuilt once per second, a
+file line is built as bytes (one translate finds whether the data needs
+escaping), and data longer than the line limit is cut *before* escaping
+(the truncated line is the same).
 
 `fallback_exception_handler(exc, tb)` prints `Fatal exception: ...` the way
 the original's uncaught-exception handler does.
@@ -46,7 +47,7 @@ from .config import LOG_LEVELS, UnknownLevel
 from .define import xenstored_major, xenstored_minor
 from .loggers import (LEVEL_NULL, File, Logger, LogDestination, Syslog_, WriteFailures,
                       log_destination_of_string, make_file_logger, make_syslog_logger,
-                      string_of_date)
+                      date_bytes, string_of_date)
 from .printexc import ocaml_exn_str
 from .utils import ocaml_escaped
 from .xb.op import NEWER_OPS, OP_ERROR, OP_WATCH_EVENT, Op
@@ -244,12 +245,13 @@ def _type_fields() -> Tuple[str, ...]:
 
 
 _TYPE_FIELD = _type_fields()
-COALESCE = "coalesce "
-CONFLICT = "conflict "
-COMMIT = "commit   "
-NEWCONN = "newconn  "
-ENDCONN = "endconn  "
-WATCH_NOT_FIRED = "w notfired"
+_TYPE_FIELD_BYTES = tuple(field.encode() for field in _TYPE_FIELD)
+COALESCE = b"coalesce "
+CONFLICT = b"conflict "
+COMMIT = b"commit   "
+NEWCONN = b"newconn  "
+ENDCONN = b"endconn  "
+WATCH_NOT_FIRED = b"w notfired"
 
 _READ_OPS = frozenset({Op.READ, Op.DIRECTORY, Op.GET_PERMS})
 _TRANSACTION_OPS = frozenset({Op.TRANSACTION_START, Op.TRANSACTION_END})
@@ -259,6 +261,10 @@ _SPECIAL_OPS = frozenset({Op.INTRODUCE, Op.RELEASE, Op.GET_DOMAIN_PATH, Op.IS_IN
 _NUL_TO_SPACE = bytes.maketrans(b"\0", b" ")
 # Bytes String.escaped leaves alone, once NULs are spaces: the common case.
 _PLAIN = bytes([0x00, 0x20, 0x21] + list(range(0x23, 0x5c)) + list(range(0x5d, 0x7f)))
+# One translate that turns NUL into a space and every byte String.escaped would escape
+# into _MARK (itself escaped): with no _MARK in the result, that result is the line's data.
+_MARK = 0x01
+_PLAIN_OR_MARK = bytes(b if b in _PLAIN else _MARK for b in range(256)).replace(b"\0", b" ", 1)
 
 
 def sanitize_data(data: Union[bytes, str]) -> str:
@@ -298,14 +304,12 @@ class AccessLog:
             self.logger: Logger = make_file_logger(
                 dest.path, settings.access_log_nb_files, settings.access_log_nb_lines,
                 settings.access_log_nb_chars, post_rotate or (lambda: None))
-            self._prefix_open: Optional[str] = "["
-            self._prefix_close = "] "
             self._max_data = settings.access_log_nb_chars  # cut data before escaping
+            self._log = self._log_to_file
         else:
             self.logger = make_syslog_logger(dest.facility)
-            self._prefix_open = None
-            self._prefix_close = ""
             self._max_data = 0
+            self._log = self._log_to_syslog
         self.failures = WriteFailures("access log", getattr(dest, "path", "syslog"),
                                       _say_in_xenstored_log)
         self.read_ops = settings.access_log_read_ops
@@ -327,22 +331,37 @@ class AccessLog:
             return self.special_ops
         return True
 
-    def _log(self, con: str, tid: int, type_field: str, data: Union[bytes, str],
-             level: int) -> None:
+    def _log_to_file(self, con: str, tid: int, type_field: bytes, data: Union[bytes, str],
+                     level: int) -> None:
+        """`[<date>]  <tid field, 12 cols> <type field> <data>`, built as bytes (the hot path)."""
         try:
-            if self._max_data > 0 and len(data) > self._max_data:
+            if len(data) > self._max_data > 0:
                 # Every byte escapes to >= 1 char, so the cut line is the same.
                 data = data[:self._max_data]
-            prefix = ("" if self._prefix_open is None
-                      else self._prefix_open + string_of_date() + self._prefix_close)
-            tidf = con if tid == 0 else f"{con}.{tid}"
-            if type(data) is bytes and not data.translate(None, _PLAIN):
-                text = data.translate(_NUL_TO_SPACE).decode("ascii")  # sanitize_data's usual case
+            if type(data) is bytes:
+                text = data.translate(_PLAIN_OR_MARK)
+                if _MARK in text:  # something to escape (sanitize_data's rare case)
+                    text = sanitize_data(data).encode("ascii")
             else:
-                text = sanitize_data(data)
-            self.logger.write("%s %-12s %s %s" % (prefix, tidf, type_field, text), level)
+                text = sanitize_data(data).encode("ascii")  # String.escaped: ASCII only
+            tidf = con if tid == 0 else "%s.%d" % (con, tid)
+            self.logger.write_bytes(b"[%s]  %-12s %s %s" % (  # type: ignore[union-attr]
+                date_bytes(), tidf.encode("latin-1"), type_field, text))
         except Exception as exc:
             self.failures.failed(exc)  # never fatal (the original ignores them all)
+            return
+        if self.failures.dropped:
+            self.failures.recovered()
+
+    def _log_to_syslog(self, con: str, tid: int, type_field: bytes, data: Union[bytes, str],
+                       level: int) -> None:
+        """` <tid field, 12 cols> <type field> <data>`: syslog dates the line itself."""
+        try:
+            tidf = con if tid == 0 else f"{con}.{tid}"
+            self.logger.write(" %-12s %s %s" % (tidf, type_field.decode("ascii"),
+                                                sanitize_data(data)), level)
+        except Exception as exc:
+            self.failures.failed(exc)
             return
         if self.failures.dropped:
             self.failures.recovered()
@@ -369,15 +388,15 @@ class AccessLog:
 
     def xb_op(self, tid: int, con: str, ty: Op, data: bytes) -> None:
         if self.logs_op[ty]:
-            self._log(con, tid, _TYPE_FIELD[ty], data, logging.INFO)
+            self._log(con, tid, _TYPE_FIELD_BYTES[ty], data, logging.INFO)
 
     def start_transaction(self, tid: int, con: str) -> None:
         if self.transaction_ops and tid != 0:
-            self._log(con, tid, _TYPE_FIELD[Op.TRANSACTION_START], b"", logging.DEBUG)
+            self._log(con, tid, _TYPE_FIELD_BYTES[Op.TRANSACTION_START], b"", logging.DEBUG)
 
     def end_transaction(self, tid: int, con: str) -> None:
         if self.transaction_ops and tid != 0:
-            self._log(con, tid, _TYPE_FIELD[Op.TRANSACTION_END], b"", logging.DEBUG)
+            self._log(con, tid, _TYPE_FIELD_BYTES[Op.TRANSACTION_END], b"", logging.DEBUG)
 
     def live_update(self) -> None:
         self.xb_op(0, "", Op.DEBUG, b"Live update begin")
@@ -386,9 +405,9 @@ class AccessLog:
         if ty == OP_ERROR:
             if data[:6] == b"ENOENT" and not self.read_ops:
                 return
-            self._log(con, tid, _TYPE_FIELD[OP_ERROR], data, logging.WARNING)
+            self._log(con, tid, _TYPE_FIELD_BYTES[OP_ERROR], data, logging.WARNING)
         elif ty == OP_WATCH_EVENT:
-            self._log(con, tid, _TYPE_FIELD[OP_WATCH_EVENT], data, logging.INFO)
+            self._log(con, tid, _TYPE_FIELD_BYTES[OP_WATCH_EVENT], data, logging.INFO)
 
     def watch_not_fired(self, con: str, perms: str, path: str) -> None:
         self._log(con, 0, WATCH_NOT_FIRED, f"EPERM perms=[{perms}] path={path}", logging.INFO)

@@ -302,6 +302,7 @@ DATE0 = "20240101T10:00:00.000Z"
 @pytest.fixture
 def fixed_date(monkeypatch):
     monkeypatch.setattr(L, "string_of_date", lambda t=None: DATE0)
+    monkeypatch.setattr(L, "date_bytes", lambda: DATE0.encode())
 
 
 def access(tmp_path, **kw) -> tuple[L.AccessLog, Path]:
@@ -372,6 +373,27 @@ def test_type_field_strings_match_logging_ml():
 def test_data_escaping_is_ocaml_string_escaped_after_nul_to_space():
     assert L.sanitize_data(b'a\0"b\\c\n\t\r\x08\x7f\x80\xff\'') == \
         'a \\"b\\\\c\\n\\t\\r\\b\\127\\128\\255\''
+
+
+@pytest.mark.parametrize("byte", range(256))
+def test_every_byte_is_written_as_sanitize_data_escapes_it(tmp_path, fixed_date, byte):
+    # The file path takes one translate for plain data and escapes anything else.
+    a, p = access(tmp_path)
+    data = b"/p\0" + bytes([byte]) + b"\0v"
+    a.xb_op(3, "D7", Op.WRITE, data)
+    a.write_coalesce(0, "D7", data)
+    assert lines(p) == [f"[{DATE0}]  D7.3         write     " + L.sanitize_data(data),
+                        f"[{DATE0}]  D7           coalesce  " + L.sanitize_data(b"write " + data)]
+
+
+def test_syslog_access_line_has_no_date_and_the_same_fields(syslog_calls):
+    a = L.AccessLog(Settings(access_log_file="syslog:local2"))
+    a.xb_op(2, "D3", Op.WRITE, b"/a\0\x01b")
+    a.watch_not_fired("D3", "n0", "/a")
+    f = std_syslog.LOG_LOCAL2
+    assert syslog_calls == [
+        (f | std_syslog.LOG_INFO, " D3.2         write     /a \\001b"),
+        (f | std_syslog.LOG_INFO, " D3           w notfired EPERM perms=[n0] path=/a")]
 
 
 def test_request_op_filter_defaults(tmp_path):
@@ -460,7 +482,7 @@ def test_access_log_write_failures_are_ignored(tmp_path):
     os.close(a.fileno())
     with pytest.raises(OSError):  # the file logger itself does fail now...
         a.logger.write("probe", logging.INFO)
-    with mock.patch.object(a.logger, "write", wraps=a.logger.write) as write:
+    with mock.patch.object(a.logger, "write_bytes", wraps=a.logger.write_bytes) as write:
         a.xb_op(0, "A1", Op.WRITE, b"/c\0d")  # ...and the access log swallows the EBADF
         a.commit(1, "A1")
     assert write.call_count == 2  # both lines were attempted
