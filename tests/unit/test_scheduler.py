@@ -19,7 +19,7 @@ from oxsd.domains import Domains
 from oxsd.event import Event
 from oxsd.stats import ConnStats
 from oxsd.scheduler import (CREDIT_POLL_INTERVAL, CREDIT_POLL_MAX, PERIOD_OPS_INTERVAL,
-                             EVTCHN_BATCH, RING_BATCH, Scheduler)
+                             RING_BATCH, Scheduler)
 from support.fakes import Info
 
 
@@ -556,40 +556,44 @@ def test_a_notification_on_an_unknown_port_raises_but_is_unmasked(env):
     assert env.handle.unmasked == [99]
 
 
-def test_notifications_already_queued_are_all_taken_in_one_iteration(env):
+def test_one_notification_is_taken_per_iteration_as_in_the_original(env):
     a, b = env.add(5), env.add(6)
     pa, pb = a.dom.get_local_port(), b.dom.get_local_port()
-    env.handle.queue.extend([pa, pb, pa, pa])
+    env.handle.queue.extend([pa, pb, pa])
     env.sched.handle_eventchn()
-    assert env.handle.queue == []
-    # a port notified several times before the daemon looked counts once
-    assert a.dom.io_credit == 1 and b.dom.io_credit == 1
-    assert env.handle.unmasked == [pa, pb]
+    assert env.handle.queue == [pb, pa] and a.dom.io_credit == 1 and b.dom.io_credit == 0
+    env.sched.handle_eventchn()
+    env.sched.handle_eventchn()
+    # every notification is a credit (xenstored.ml: handle_eventchn), each port unmasked
+    assert env.handle.queue == [] and a.dom.io_credit == 2 and b.dom.io_credit == 1
+    assert env.handle.unmasked == [pa, pb, pa]
 
 
-def test_at_most_evtchn_batch_events_are_taken_per_iteration(env):
+def test_an_iteration_with_nothing_pending_handles_nothing(env):
     con = env.add(5)
-    port = con.dom.get_local_port()
-    env.handle.queue.extend([port] * (EVTCHN_BATCH + 3))
     env.sched.handle_eventchn()
-    assert len(env.handle.queue) == 3 and con.dom.io_credit == 1
+    assert con.dom.io_credit == 0 and env.handle.unmasked == []
 
 
-def test_an_unknown_port_among_others_raises_after_the_rest_are_handled(env):
+def test_an_unknown_port_does_not_take_the_next_notification_with_it(env):
     con = env.add(5)
     port = con.dom.get_local_port()
     env.handle.queue.extend([99, port])
     with pytest.raises(KeyError):
         env.sched.handle_eventchn()
+    assert env.handle.queue == [port] and con.dom.io_credit == 0
+    env.sched.handle_eventchn()
     assert con.dom.io_credit == 1 and env.handle.unmasked == [99, port]
 
 
-def test_dom_exc_queued_twice_is_handled_once(env):
+def test_dom_exc_queued_twice_fires_release_domain_once(env):
     env.add(0)
     env.add(5)
     env.hv.states[5].dying = True
     env.handle.queue.extend([env.sched.event.domexc] * 2)
     env.sched.handle_eventchn()
+    env.sched.handle_eventchn()
+    # the second finds no domain dead any more: nothing more fires
     assert env.cons.deleted == [5] and env.cons.fired == ["@releaseDomain"]
 
 
