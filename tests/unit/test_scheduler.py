@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
+from unittest import mock
 
 import pytest
 
@@ -19,7 +20,7 @@ from oxsd.domains import Domains
 from oxsd.event import Event
 from oxsd.stats import ConnStats
 from oxsd.scheduler import (CREDIT_POLL_INTERVAL, CREDIT_POLL_MAX, PERIOD_OPS_INTERVAL,
-                             RING_BATCH, Scheduler)
+                             EVTCHN_BATCH, RING_BATCH, Scheduler)
 from support.fakes import Info
 
 
@@ -556,33 +557,68 @@ def test_a_notification_on_an_unknown_port_raises_but_is_unmasked(env):
     assert env.handle.unmasked == [99]
 
 
-def test_one_notification_is_taken_per_iteration_as_in_the_original(env):
+def test_every_queued_port_is_taken_in_one_iteration_each_once(env):
     a, b = env.add(5), env.add(6)
     pa, pb = a.dom.get_local_port(), b.dom.get_local_port()
-    env.handle.queue.extend([pa, pb, pa])
+    env.handle.queue.extend([pa, pb])
     env.sched.handle_eventchn()
-    assert env.handle.queue == [pb, pa] and a.dom.io_credit == 1 and b.dom.io_credit == 0
-    env.sched.handle_eventchn()
-    env.sched.handle_eventchn()
-    # every notification is a credit (xenstored.ml: handle_eventchn), each port unmasked
-    assert env.handle.queue == [] and a.dom.io_credit == 2 and b.dom.io_credit == 1
-    assert env.handle.unmasked == [pa, pb, pa]
+    assert env.handle.queue == [] and env.sched.deferred_ports == []
+    assert a.dom.io_credit == 1 and b.dom.io_credit == 1
+    assert env.handle.unmasked == [pa, pb]
 
 
-def test_an_iteration_with_nothing_pending_handles_nothing(env):
+def test_a_port_read_twice_is_handled_again_on_the_next_iteration(env):
+    # Xen would queue it again only after its unmask: not in the same read.
+    a, b, c = env.add(5), env.add(6), env.add(7)
+    pa, pb, pc = (x.dom.get_local_port() for x in (a, b, c))
+    env.handle.queue.extend([pa, pb, pa, pc, pa])
+    env.sched.handle_eventchn()
+    assert env.handle.queue == [] and env.sched.deferred_ports == [pa]
+    assert (a.dom.io_credit, b.dom.io_credit, c.dom.io_credit) == (1, 1, 1)
+    env.sched.handle_eventchn()
+    assert env.sched.deferred_ports == []
+    assert (a.dom.io_credit, b.dom.io_credit, c.dom.io_credit) == (2, 1, 1)
+    assert env.handle.unmasked == [pa, pb, pc, pa]
+
+
+def test_an_iteration_holding_a_deferred_port_does_not_sleep_and_handles_it(env):
+    env.sched.period_start = env.clock.now
     con = env.add(5)
+    port = con.dom.get_local_port()
+    env.handle.queue.extend([port, port])
     env.sched.handle_eventchn()
-    assert con.dom.io_credit == 0 and env.handle.unmasked == []
+    assert env.sched.deferred_ports == [port] and env.handle.queue == []
+    with mock.patch.object(env.sched.selector, "select", wraps=env.sched.selector.select) as sel:
+        env.sched.main_loop()
+    assert sel.call_args[0][0] == 0.0
+    assert env.sched.deferred_ports == [] and env.handle.unmasked == [port, port]
 
 
-def test_an_unknown_port_does_not_take_the_next_notification_with_it(env):
+def test_a_deferred_port_unbound_since_is_dropped(env):
+    con = env.add(5)
+    port = con.dom.get_local_port()
+    env.handle.queue.extend([port, port])
+    env.sched.handle_eventchn()
+    del env.cons.ports[port]  # the domain was released meanwhile
+    env.sched.handle_eventchn()
+    assert env.sched.deferred_ports == [] and env.handle.unmasked == [port]
+
+
+def test_at_most_evtchn_batch_events_are_taken_per_iteration(env):
+    con = env.add(5)
+    port = con.dom.get_local_port()
+    env.handle.queue.extend([port] * (EVTCHN_BATCH + 3))
+    env.sched.handle_eventchn()
+    assert len(env.handle.queue) == 3 and env.sched.deferred_ports == [port]
+    assert con.dom.io_credit == 1
+
+
+def test_an_unknown_port_among_others_raises_after_the_rest_are_handled(env):
     con = env.add(5)
     port = con.dom.get_local_port()
     env.handle.queue.extend([99, port])
     with pytest.raises(KeyError):
         env.sched.handle_eventchn()
-    assert env.handle.queue == [port] and con.dom.io_credit == 0
-    env.sched.handle_eventchn()
     assert con.dom.io_credit == 1 and env.handle.unmasked == [99, port]
 
 
