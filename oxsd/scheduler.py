@@ -28,9 +28,10 @@ the next iteration (`handle_eventchn`); the loop wakes when periodic work
 is due (the original may sleep 15 s past it), and while a domain holds io
 credit the loop polls, from `CREDIT_POLL_INTERVAL` backing off to
 `CREDIT_POLL_MAX`, instead of sleeping up to 15 s (the original served a
-lazy guest's follow-up requests only when something else woke the loop).  A polled round that finds nothing to do does not spend the
-credit: like the original's sleeping loop, a lazy guest keeps its rounds
-until they do work or other activity uses them up.
+lazy guest's follow-up requests only when something else woke the loop).
+A polled round that finds nothing to do does not spend the credit: like
+the original's sleeping loop, a lazy guest keeps its rounds until they do
+work or other activity uses them up.
 
 Only domains holding credit (`Domains.credited`) and domain connections
 that may have more work (`Connections.active`) are looked at per
