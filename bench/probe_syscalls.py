@@ -76,9 +76,9 @@ def probe(rt: Runtime, args: argparse.Namespace, op: int, depth: int) -> None:
     finally:
         target.close()
     user, system = ((b - a) / CLK_TCK / args.n * 1e6 for a, b in zip(ticks0, ticks1))
-    print(f"{rt.label:16} {args.n / elapsed:8,.0f} ops/s | daemon {per_request(daemon_counts, args.n)}"
-          f" (user {user:.1f}, sys {system:.1f}) | client {per_request(client_counts, args.n)}",
-          flush=True)
+    print(f"{rt.label:16} {args.n / elapsed:8,.0f} ops/s"
+          f" | daemon {per_request(daemon_counts, args.n)} (user {user:.1f}, sys {system:.1f})"
+          f" | client {per_request(client_counts, args.n)}", flush=True)
 
 
 def main() -> int:

@@ -27,8 +27,8 @@ from .printexc import ocaml_exn_str
 
 __all__ = [
     "LEVEL_NULL", "File", "Syslog_", "LogDestination", "log_destination_of_string",
-    "string_of_date", "date_bytes", "truncate_line", "log_rotate", "FileLogger", "SyslogLogger", "Logger",
-    "make_file_logger", "make_syslog_logger", "WriteFailures",
+    "string_of_date", "date_bytes", "truncate_line", "log_rotate", "FileLogger", "SyslogLogger",
+    "Logger", "make_file_logger", "make_syslog_logger", "WriteFailures",
 ]
 
 # A logging level above everything: the OCaml `Null` level (max_int).

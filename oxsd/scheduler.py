@@ -74,7 +74,7 @@ SOCKET_BATCH = 16
 SEND_EVERY = 4
 # Rounds (input step + output packet) a domain with more work gets in one iteration.
 RING_BATCH = 16
-# Event-channel ports taken in one iteration (each port once: handle_eventchn).
+# Event-channel events read in one iteration (each port handled once: handle_eventchn).
 EVTCHN_BATCH = 64
 ACCEPT_BATCH = 64
 
