@@ -20,7 +20,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional, Union
+from typing import AnyStr, Callable, Optional, Union
 
 from . import syslog as Syslog
 from .printexc import ocaml_exn_str
@@ -118,11 +118,11 @@ string_of_date = _DateCache()
 date_bytes = string_of_date.as_bytes
 
 
-def truncate_line(nb_chars: int, line: str) -> str:
-    """Lines longer than nb_chars-1 keep max(nb_chars-1, 2)-2 characters plus `..`."""
+def truncate_line(nb_chars: int, line: AnyStr) -> AnyStr:
+    """Lines longer than nb_chars-1 keep max(nb_chars-1, 2)-2 characters (bytes) plus `..`."""
     if len(line) > nb_chars - 1:
         n = max(nb_chars - 1, 2)
-        return line[:n - 2] + ".."
+        return line[:n - 2] + (b".." if isinstance(line, bytes) else "..")
     return line
 
 
@@ -186,9 +186,8 @@ class FileLogger:
         """`write` of a line already encoded, without its newline; truncated on its bytes, as
         the original's strings are bytes."""
         nb_chars = self.nb_chars
-        if nb_chars > 0 and len(line) > nb_chars - 1:
-            n = max(nb_chars - 1, 2)  # truncate_line, on bytes
-            line = line[:n - 2] + b".."
+        if nb_chars > 0 and len(line) > nb_chars - 1:  # the test first: no call per line
+            line = truncate_line(nb_chars, line)
         fd = self.fd
         if fd is None:
             raise OSError("log file is closed")

@@ -60,6 +60,7 @@ def test_date_is_utc_with_truncated_milliseconds():
 ])
 def test_truncate_line_keeps_nb_chars_minus_3_plus_dots(nb, line, out):
     assert W.truncate_line(nb, line) == out
+    assert W.truncate_line(nb, line.encode()) == out.encode()  # the access log's bytes lines
 
 
 # -- file logger -------------------------------------------------------------
