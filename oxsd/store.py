@@ -76,8 +76,8 @@ class Store:
         return Store(Node.create("", Perms.default0, b""), Quota.create(settings), settings)
 
     def copy(self) -> "Store":
-        """Same root object, copied quota and counters."""
-        return Store(self.root, self.quota.copy(), self.settings,
+        """Same root object, copied quota and counters (a Quota is immutable: shared)."""
+        return Store(self.root, self.quota, self.settings,
                      self.stat_transaction_coalesce, self.stat_transaction_abort)
 
     def get_root(self) -> Node:

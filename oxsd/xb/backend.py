@@ -17,7 +17,7 @@ import socket
 from typing import Callable, List, Optional, Union
 
 from ..ring import Ring
-from .op import of_cval
+from .op import BY_CVAL, N_CVALS, Op
 from .packet import HEADER_SIZE, Packet
 from .partial import XENSTORE_PAYLOAD_MAX, PartialIn, whole_packet
 
@@ -288,7 +288,8 @@ class MmapBackend:
                 self._moved()
                 ty, rid, tid, body = got
                 self.bytes_in += 16 + len(body)
-                return Packet(tid, rid, of_cval(ty), body)
+                op = BY_CVAL[ty] if ty < N_CVALS else Op.INVALID  # of_cval (ty is unsigned)
+                return Packet(tid, rid, op, body)
             if got == 0:
                 self.work_again = False
                 return None

@@ -34,7 +34,7 @@ from ..ring import BadConnection, Reconnect, Ring, XENSTORE_SERVER_FEATURE_RECON
 from .backend import (PEEK_DATA, PEEK_EOF, PEEK_NOTHING, RECV_SIZE, Backend, EndOfFile,
                       FdBackend, MmapBackend)
 from .op import OP_WATCH_EVENT
-from .packet import Packet
+from .packet import HEADER, Packet
 from .partial import PartialIn
 
 __all__ = [
@@ -303,7 +303,8 @@ class Xb:
                 return True
             pkt = q.popleft()  # BoundedQueue.pop, inline (every reply)
             self._counts[_WE if pkt.ty == OP_WATCH_EVENT else _CR] -= 1
-            out = pkt.to_bytes()
+            data = pkt.data
+            out = HEADER.pack(pkt.ty, pkt.rid, pkt.tid, len(data)) + data  # Packet.to_bytes
             off = 0
         if nowait:
             off += self.backend.write_nowait(out, off)
