@@ -114,6 +114,9 @@ class Settings:
     xenstored_port: str = ""
     # oxsd: "4.17" (oxenstored 4.17's wire protocol) or "4.22" (oxsd.protocol_level).
     protocol_level: str = "4.17"
+    # oxsd: microseconds the loop polls before it sleeps after serving requests
+    # (scheduler: Scheduler.busy_poll_ns); 0 sleeps at once, as the original.
+    busy_poll_us: int = 50
 
     @classmethod
     def load(cls, path: str, strict: bool = False, stderr: Optional[TextIO] = None) -> "Settings":

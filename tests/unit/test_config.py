@@ -36,7 +36,7 @@ def test_settings_defaults_are_the_builtin_ones():
 
 def test_every_field_is_a_known_key():
     names = {f.name.replace("_", "-") for f in dataclasses.fields(Settings)}
-    assert len(names) == 36  # oxenstored 4.17's 35 keys and oxsd's protocol-level
+    assert len(names) == 37  # oxenstored 4.17's 35 keys and oxsd's protocol-level, busy-poll-us
     assert {"gc-max-overhead", "access-log-transactions-ops", "ring-scan-interval"} <= names
 
 
@@ -258,10 +258,12 @@ def test_read_returns_settings_and_errors_without_printing(tmp_path):
 def test_shipped_config_lists_every_key_and_parses_without_errors():
     path = REPO / "oxenstored.conf"
     keys = [k for k, _ in config.parse(str(path))]
-    # protocol-level is oxsd's: the original would warn "unknown key", so it is a comment there.
-    assert sorted(keys + ["protocol-level"]) == sorted(
+    # protocol-level and busy-poll-us are oxsd's: the original would warn "unknown key", so
+    # they are comments there.
+    assert sorted(keys + ["protocol-level", "busy-poll-us"]) == sorted(
         f.name.replace("_", "-") for f in dataclasses.fields(Settings))
     assert "\n# protocol-level = 4.17\n" in path.read_text()
+    assert "\n# busy-poll-us = 50\n" in path.read_text()
     err = io.StringIO()
     s = Settings.load(str(path), strict=True, stderr=err)
     assert err.getvalue() == ""

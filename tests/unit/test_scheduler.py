@@ -20,7 +20,7 @@ from oxsd.domains import Domains
 from oxsd.event import Event
 from oxsd.stats import ConnStats
 from oxsd.scheduler import (CREDIT_POLL_INTERVAL, CREDIT_POLL_MAX, PERIOD_OPS_INTERVAL,
-                             EVTCHN_BATCH, RING_BATCH, Scheduler)
+                             EVTCHN_BATCH, RING_BATCH, Scheduler, busy_poll_ns)
 from support.fakes import Info
 
 
@@ -728,3 +728,74 @@ def test_rounds_on_iterations_woken_by_other_work_spend_credit_as_in_the_origina
     env.sched.process_domains(polled=False)
     env.sched.process_domains(polled=False)
     assert env.doms.find(5).io_credit == 0
+
+
+# -- the busy poll before sleeping (oxsd's latency change; Scheduler._poll_then_sleep) ----
+
+class RecordingSelector:
+    """A selector that records each select's timeout and answers from a script (else nothing)."""
+
+    def __init__(self, answers: Optional[Dict[int, list]] = None) -> None:
+        self.timeouts: List[float] = []
+        self.answers = answers or {}
+
+    def select(self, timeout: Optional[float] = None) -> list:
+        self.timeouts.append(timeout)
+        return self.answers.get(len(self.timeouts), [])
+
+    def close(self) -> None:
+        pass
+
+
+def test_after_serving_a_guest_the_loop_polls_before_it_sleeps(env):
+    con = env.add(5, credit=0)  # its more work earns the one credit that serves it
+    con.more_work, con.ring = True, 1
+    env.sched.selector = sel = RecordingSelector()
+    env.sched.main_loop()  # more work: a select that does not sleep, then the request
+    assert sel.timeouts == [0.0]
+    assert env.process.calls == [("in", 5), ("out", 5)] * 2
+    sel.timeouts.clear()
+    env.sched.main_loop()
+    polls, sleep = sel.timeouts[:-1], sel.timeouts[-1]
+    assert polls and set(polls) == {0.0}  # polled for up to busy-poll-us...
+    assert sleep > 0.0  # ...then slept as it would have
+    sel.timeouts.clear()
+    env.sched.main_loop()  # that iteration served nothing: it sleeps at once
+    assert len(sel.timeouts) == 1 and sel.timeouts[0] > 0.0
+
+
+def test_the_poll_returns_what_it_finds_without_sleeping(env):
+    ready = [("key", 1)]
+    env.sched.selector = sel = RecordingSelector({3: ready})
+    env.sched.busy_poll_ns = 10**12  # only the answer can end it
+    assert env.sched._poll_then_sleep(5.0) == ready
+    assert sel.timeouts == [0.0, 0.0, 0.0]
+
+
+def test_a_poll_that_finds_nothing_ends_after_busy_poll_us_and_sleeps(env):
+    env.sched.selector = sel = RecordingSelector()
+    env.sched.busy_poll_ns = 0  # the deadline has passed at the first check
+    assert env.sched._poll_then_sleep(5.0) == []
+    assert sel.timeouts == [0.0, 5.0]
+
+
+def test_busy_poll_us_zero_or_a_single_cpu_turns_the_poll_off(env):
+    settings = Settings()
+    with mock.patch("oxsd.scheduler.os.cpu_count", return_value=2):
+        assert busy_poll_ns(settings) == 50_000
+        settings.busy_poll_us = 0
+        assert busy_poll_ns(settings) == 0
+    settings.busy_poll_us = 50
+    for cpus in (1, None):  # the client could not run while the daemon polls
+        with mock.patch("oxsd.scheduler.os.cpu_count", return_value=cpus):
+            assert busy_poll_ns(settings) == 0
+
+
+def test_without_busy_poll_a_served_iteration_sleeps_at_once(env):
+    con = env.add(5, credit=1)
+    con.more_work, con.ring = True, 1
+    env.sched.busy_poll_ns = 0
+    env.sched.selector = sel = RecordingSelector()
+    env.sched.main_loop()
+    env.sched.main_loop()
+    assert sel.timeouts[0] == 0.0 and len(sel.timeouts) == 2 and sel.timeouts[1] > 0.0
