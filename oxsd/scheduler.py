@@ -298,14 +298,14 @@ class Scheduler:
         microseconds.  A loop that sleeps at once is woken for it, and the
         wake-up costs more than the wait: at one request in flight the
         daemon slept and was woken on nearly every request (0.98 context
-        switches per request, `bench/probe_syscalls.py`).  Polled for 50 us
-        instead, under PyPy, ring READ x1 went from 0.88 to 2.99 of the
-        original and WRITE x1 from 0.83 to 1.60, the socket's READ x8 from
-        0.85 to 2.10 (30 us), each with less daemon CPU per request; CPython
-        socket WRITE x1 0.68 -> 1.04 (same runs, bench/README.md).  The
-        poll is bounded per iteration and only follows served requests, so
-        an idle daemon still sleeps at once; Linux's net.core.busy_poll
-        makes the same trade and suggests the same 50 us.
+        switches per request under PyPy, `bench/probe_syscalls.py`).  With
+        50 us of polling, PyPy's ring READ x1 went from 0.88 to 2.99 of the
+        original and WRITE x1 from 0.83 to 1.60, with less daemon CPU per
+        request; CPython's socket WRITE x1 from 0.71 to 1.08 and READ x1 from
+        1.08 to 2.08 (bench/README.md has the runs).  The poll is bounded per
+        iteration and only follows served requests, so an idle daemon still
+        sleeps at once; Linux's net.core.busy_poll makes the same trade and
+        suggests the same 50 us.
         """
         select = self.selector.select
         deadline = time.perf_counter_ns() + self.busy_poll_ns
