@@ -57,9 +57,11 @@ def cpu_seconds(pid: int) -> float:
 CPU_TICKS_WANTED = 100  # daemon CPU ticks per measurement: 1 % resolution
 
 
-# A daemon under PyPy gets the launchers' nursery (init/: PYPY_GC_NURSERY=4M unless set):
-# PyPy's own default, half the cache size /proc/cpuinfo reports, can be hundreds of MiB.
-os.environ.setdefault("PYPY_GC_NURSERY", "4M")
+# A daemon under PyPy gets the launchers' GC knobs (init/: PYPY_GC_NURSERY=2M,
+# PYPY_GC_MAJOR_COLLECT=1.3 unless set): PyPy's own nursery, half the cache size
+# /proc/cpuinfo reports, can be hundreds of MiB.
+os.environ.setdefault("PYPY_GC_NURSERY", "2M")
+os.environ.setdefault("PYPY_GC_MAJOR_COLLECT", "1.3")
 
 # The CPUs this bench may use, read before pin_client narrows this process to one.
 ALLOWED_CPUS = tuple(sorted(os.sched_getaffinity(0)))

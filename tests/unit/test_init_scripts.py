@@ -163,14 +163,14 @@ def test_pypy_gc_knobs_from_xencommons_reach_the_daemon(sandbox, script):
 
 
 @pytest.mark.parametrize("script", [LAUNCHER, SYSV], ids=["launcher", "sysv"])
-def test_pypy_nursery_defaults_to_4m_when_xencommons_sets_none(sandbox, script):
+def test_pypy_gc_knobs_default_to_2m_and_1_3_when_xencommons_sets_none(sandbox, script):
     # PyPy's own default (half the reported CPU cache) can be hundreds of MiB
     sandbox.conf.write_text(f"XENSTORED={sandbox.fake}\n")
     env = {k: v for k, v in sandbox.env.items() if not k.startswith("PYPY_GC_")}
     r = run(script, *(["start"] if script == SYSV else []), env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads((sandbox.path / "report.json").read_text())
-    assert report["gc"] == {"PYPY_GC_NURSERY": "4M"}
+    assert report["gc"] == {"PYPY_GC_NURSERY": "2M", "PYPY_GC_MAJOR_COLLECT": "1.3"}
     os.kill(int(sandbox.pidfile.read_text()), signal.SIGTERM)
 
 
