@@ -43,8 +43,8 @@ from __future__ import annotations
 
 import errno
 import logging
-import selectors
 import os
+import selectors
 import signal
 import socket
 import time
